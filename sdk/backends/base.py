@@ -1,0 +1,31 @@
+"""The backend protocol: move arrays in and out of one runtime, nothing else.
+
+A backend takes the preprocessed batch (float32 ``(B, 3, S, S)``, RGB, [0, 1]) and returns raw head
+outputs as numpy: either per-level ``cls_logits_{i}`` ``(B, T, H_i, W_i)`` and ``box_dists_{i}``
+``(B, 4R, H_i, W_i)``, or decoded ``scores`` ``(B, A, T)`` and ``boxes`` ``(B, A, 4)``. Decoding,
+NMS and letterbox inversion are shared numpy code (``sdk.postprocess``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Backend(Protocol):
+    name: str
+    #: True when the vocabulary is an input (``set_text``); False for vocabulary-folded artifacts.
+    open_vocabulary: bool
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 ``(N, D)`` text embeddings."""
+
+    def set_text(self, text_embeds: np.ndarray) -> None:
+        """Hold the vocabulary's embeddings ``(T, D)`` for the following ``infer`` calls."""
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for one batch (see the module docstring)."""
+
+    def close(self) -> None:
+        """Free the session / model."""

@@ -1,0 +1,45 @@
+"""PyTorch backend: the only runtime path that imports torch (and ``sdk.model``), on open."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+
+class TorchBackend:
+    """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint."""
+
+    name = "torch"
+    open_vocabulary = True
+
+    def __init__(self, weights: str | os.PathLike, device: str = "cpu") -> None:
+        import torch
+
+        from ..model.checkpoint import load_checkpoint_with_meta
+
+        self._torch = torch
+        self.device = torch.device(device)
+        self.model, self.meta = load_checkpoint_with_meta(weights, self.device)
+        self.imgsz = None
+        self._text: Any = None
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode_text(texts).cpu().numpy()
+
+    def set_text(self, text_embeds: np.ndarray) -> None:
+        self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device)
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self._torch
+        if self._text is None:
+            raise RuntimeError("no vocabulary set")
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(images).to(self.device), self._text)
+        res = {f"cls_logits_{i}": t.float().cpu().numpy() for i, t in enumerate(out.cls_logits)}
+        res.update({f"box_dists_{i}": t.float().cpu().numpy() for i, t in enumerate(out.box_dists)})
+        return res
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]

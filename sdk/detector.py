@@ -1,0 +1,141 @@
+"""``Detector``: images in, ``Detections`` out, on any backend, with shared numpy pre/post-processing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .detections import Detections
+from .errors import VocabularyError
+from .images import ImageSource, expand_sources, load
+from .postprocess import STRIDES, decode_head_outputs, postprocess_image
+from .preprocess import preprocess
+from .vocabulary import ClassesLike, PromptMerge, Vocabulary
+
+
+def _open_backend(weights: str | os.PathLike, device: str):  # noqa: ANN202 - a Backend
+    suffix = Path(weights).suffix.lower()
+    if suffix in (".onnx", ".engine", ".plan"):
+        raise NotImplementedError(f"{weights}: the ONNX Runtime / TensorRT backends come with the "
+                                  f"export issue; load a .pth/.pt checkpoint for now")
+    from .backends.torch import TorchBackend  # imports torch only here
+
+    return TorchBackend(weights, device)
+
+
+class Detector:
+    """Open-vocabulary detector on a checkpoint (official ``.pth`` or this SDK's ``.pt``).
+
+    Args:
+        weights: checkpoint path.
+        classes: class names, ``"a,b,c"``, a class-text JSON path (one prompt list per class), or a
+            :class:`Vocabulary`. Defaults to the vocabulary stored in an own checkpoint.
+        device: ``"cpu"`` or ``"cuda[:i]"``.
+        imgsz: square network input size, a multiple of 32.
+        conf, iou, max_det: score threshold, NMS IoU threshold, detections kept per image.
+        agnostic: class-agnostic NMS.
+        prompt_merge: how several prompts per class combine: ``"first"`` (official), ``"mean"``
+            or ``"max"``. pad_prompt: append the official demo's ``' '`` prompt (never reported).
+
+    Example:
+        >>> det = Detector("yolo_world_v2_s.pth", classes=["person", "bus"])  # doctest: +SKIP
+        >>> results = det.predict("bus.jpg")  # doctest: +SKIP
+        >>> results[0].xyxy, results[0].class_name  # doctest: +SKIP
+    """
+
+    def __init__(self, weights: str | os.PathLike, classes: ClassesLike | None = None,
+                 device: str = "cpu", imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
+                 pad_prompt: bool = False) -> None:
+        if imgsz <= 0 or imgsz % 32:
+            raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
+        _check_thresholds(conf, iou, max_det)
+        self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
+        self.agnostic = agnostic
+        self.backend = _open_backend(weights, device)
+        if classes is None:
+            stored = getattr(self.backend, "meta", {}).get("vocabulary")
+            if not stored:
+                raise VocabularyError(f"{weights} stores no vocabulary; pass classes=[...] or a "
+                                      f"class-text JSON")
+            classes = stored
+        self.vocabulary: Vocabulary
+        self.set_classes(classes, prompt_merge, pad_prompt)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.vocabulary.names
+
+    def set_classes(self, classes: ClassesLike, prompt_merge: PromptMerge | None = None,
+                    pad_prompt: bool | None = None) -> None:
+        """Change the vocabulary without reloading the model (embeddings are cached per text)."""
+        old = getattr(self, "vocabulary", None)
+        merge = prompt_merge or (old.merge if old else "first")
+        pad = pad_prompt if pad_prompt is not None else (old.pad_prompt if old else False)
+        vocab = Vocabulary.from_any(classes, merge, pad)
+        self.backend.set_text(vocab.embeddings(self.backend.encode_text))
+        self.vocabulary = vocab
+
+    def predict(self, images: ImageSource | Iterable[ImageSource], batch_size: int = 8,
+                conf: float | None = None, iou: float | None = None, max_det: int | None = None
+                ) -> list[Detections]:
+        """Detect in a path, a folder, a BGR array, or a list of them; one result per image, in order.
+
+        Batching never changes a result: every image is letterboxed on its own to ``imgsz``.
+        """
+        conf = self.conf if conf is None else conf
+        iou = self.iou if iou is None else iou
+        max_det = self.max_det if max_det is None else max_det
+        _check_thresholds(conf, iou, max_det)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sources = expand_sources(images)
+        results: list[Detections] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start:start + batch_size]
+            results.extend(self._predict_batch(chunk, start, conf, iou, max_det))
+        return results
+
+    __call__ = predict
+
+    def _predict_batch(self, chunk: list, start: int, conf: float, iou: float, max_det: int
+                       ) -> list[Detections]:
+        t0 = time.perf_counter()
+        loaded = [load(item, start + i) for i, item in enumerate(chunk)]
+        batch, infos = preprocess([img for img, _ in loaded], self.imgsz)
+        t1 = time.perf_counter()
+        raw = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        if "scores" in raw:
+            scores, boxes = raw["scores"], raw["boxes"]
+        else:
+            n = len(STRIDES)
+            scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
+                                                [raw[f"box_dists_{i}"] for i in range(n)])
+        scores = self.vocabulary.reduce_scores(scores)
+        names = np.asarray(self.vocabulary.names)
+        out = []
+        for b, ((_, source), info) in enumerate(zip(loaded, infos, strict=True)):
+            xyxy, score, cls = postprocess_image(scores[b], boxes[b], info, conf, iou, max_det,
+                                                 self.agnostic)
+            out.append(Detections(xyxy, score, cls, names[cls], {"source": source,
+                                                                  "image_hw": info.orig_hw}))
+        t3 = time.perf_counter()
+        speed = {"preprocess": (t1 - t0) * 1e3 / len(chunk), "inference": (t2 - t1) * 1e3 / len(chunk),
+                 "postprocess": (t3 - t2) * 1e3 / len(chunk)}
+        for det in out:
+            det.data["speed_ms"] = speed
+        return out
+
+
+def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
+    if not 0.0 <= conf < 1.0:
+        raise ValueError(f"conf must be in [0, 1), got {conf}")
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    if max_det < 1:
+        raise ValueError(f"max_det must be >= 1, got {max_det}")

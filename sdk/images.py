@@ -1,0 +1,81 @@
+"""Image sources for ``predict``: paths, folders and arrays -> validated BGR uint8 arrays."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+ImageSource = Union[str, os.PathLike, np.ndarray]
+
+
+def expand_sources(source: ImageSource | Iterable[ImageSource]) -> list[str | np.ndarray]:
+    """A flat list of image paths and arrays; folders are expanded to their images (sorted)."""
+    items = [source] if isinstance(source, (str, os.PathLike, np.ndarray)) else list(source)
+    out: list[str | np.ndarray] = []
+    for item in items:
+        if isinstance(item, np.ndarray):
+            out.append(item)
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise ImageError(f"unsupported image source of type {type(item).__name__}; expected a "
+                             f"path, a folder or a numpy BGR image")
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageError(f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(str(p) for p in files)
+        elif path.is_file():
+            out.append(str(path))
+        else:
+            raise ImageError(f"image {str(path)!r} does not exist")
+    return out
+
+
+def to_bgr(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an array as an image; grayscale and BGRA become BGR, 16-bit becomes 8-bit."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ImageError(f"{name}: expected dtype uint8 (BGR, 0-255), got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"{name}: expected shape (H, W, 3) BGR, (H, W) gray or (H, W, 4) BGRA, "
+                         f"got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"{name}: empty image of shape {image.shape}")
+    return image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a file as BGR uint8 (via ``cv2.imdecode``, so non-ASCII paths work)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ImageError(f"cannot read image {str(path)!r}: {e.strerror}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageError(f"cannot decode image {str(path)!r}: not an image file or corrupt")
+    return to_bgr(image, name=str(path))
+
+
+def load(item: str | np.ndarray, index: int) -> tuple[np.ndarray, str]:
+    """(BGR image, source name) for one expanded source."""
+    if isinstance(item, np.ndarray):
+        return to_bgr(item, name=f"image #{index}"), f"array#{index}"
+    return read_image(item), item

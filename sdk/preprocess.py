@@ -1,0 +1,82 @@
+"""Letterbox and normalisation, numpy + OpenCV; identical to the official YOLO-World test pipeline.
+
+Official pipeline (mmyolo ``YOLOv5KeepRatioResize`` -> ``LetterResize(allow_scale_up=False)``):
+keep-ratio resize to fit ``size`` with ``int()`` truncation, INTER_AREA when shrinking and bilinear
+when enlarging; pad with 114 centred, the odd pixel going to the bottom/right; BGR -> RGB; / 255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How one image was mapped into the network input.
+
+    scale_wh: (sx, sy) input-pixels per original pixel. pad_tblr: (top, bottom, left, right) pixels.
+    orig_hw: (height, width) of the original image.
+    """
+
+    scale_wh: tuple[float, float]
+    pad_tblr: tuple[int, int, int, int]
+    orig_hw: tuple[int, int]
+
+    def boxes_to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Network-input xyxy ``(K, 4)`` -> original-image xyxy (float32, not clipped)."""
+        top, _, left, _ = self.pad_tblr
+        out = xyxy.astype(np.float32) - np.array([left, top, left, top], np.float32)
+        return out / np.array(self.scale_wh * 2, np.float32)
+
+    def boxes_to_input(self, xyxy: np.ndarray) -> np.ndarray:
+        """Original-image xyxy ``(K, 4)`` -> network-input xyxy (float32)."""
+        top, _, left, _ = self.pad_tblr
+        out = xyxy.astype(np.float32) * np.array(self.scale_wh * 2, np.float32)
+        return out + np.array([left, top, left, top], np.float32)
+
+
+def letterbox_geometry(h: int, w: int, size: int) -> tuple[tuple[int, int], LetterboxInfo]:
+    """Resized (height, width) and the :class:`LetterboxInfo` for an ``h x w`` image."""
+    ratio = min(size / max(h, w), size / min(h, w))  # mmyolo _get_rescale_ratio for a square target
+    rh, rw = (int(h * ratio), int(w * ratio)) if ratio != 1 else (h, w)
+    # LetterResize never scales up again; truncation can leave the long side one pixel short.
+    pad_h, pad_w = size - rh, size - rw
+    top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))
+    info = LetterboxInfo(scale_wh=(rw / w, rh / h), pad_tblr=(top, pad_h - top, left, pad_w - left),
+                         orig_hw=(h, w))
+    return (rh, rw), info
+
+
+def letterbox(image_bgr: np.ndarray, size: int, out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, LetterboxInfo]:
+    """Letterbox one BGR uint8 ``(H, W, 3)`` image into ``(size, size, 3)`` uint8 (still BGR).
+
+    ``out``: optional preallocated ``(size, size, 3)`` uint8 buffer to write into.
+    """
+    h, w = image_bgr.shape[:2]
+    (rh, rw), info = letterbox_geometry(h, w, size)
+    if (rh, rw) != (h, w):
+        # mmcv 'area' when shrinking, 'bilinear' when enlarging (small images are upscaled)
+        interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR  # rw < w <=> ratio < 1
+        image_bgr = cv2.resize(image_bgr, (rw, rh), interpolation=interp)
+    if out is None:
+        out = np.empty((size, size, 3), np.uint8)
+    top, _, left, _ = info.pad_tblr
+    out[...] = PAD_VALUE
+    out[top:top + rh, left:left + rw] = image_bgr
+    return out, info
+
+
+def preprocess(images_bgr: list[np.ndarray], size: int) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """A batch for the network: float32 ``(B, 3, size, size)``, RGB, values in [0, 1]."""
+    batch = np.empty((len(images_bgr), size, size, 3), np.uint8)
+    infos = [letterbox(img, size, out=batch[i])[1] for i, img in enumerate(images_bgr)]
+    # BGR -> RGB and HWC -> CHW in one strided copy, then scale
+    chw = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    chw /= np.float32(255)  # a division, as the official data preprocessor does
+    return chw, infos
