@@ -17,7 +17,7 @@ from .preprocess import preprocess
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
 
 
-def _open_backend(weights: str | os.PathLike, device: str):  # noqa: ANN202 - a Backend
+def _open_backend(weights: str | os.PathLike, device: str):
     suffix = Path(weights).suffix.lower()
     if suffix in (".onnx", ".engine", ".plan"):
         raise NotImplementedError(f"{weights}: the ONNX Runtime / TensorRT backends come with the "

@@ -18,7 +18,12 @@ ImageSource = Union[str, os.PathLike, np.ndarray]
 
 def expand_sources(source: ImageSource | Iterable[ImageSource]) -> list[str | np.ndarray]:
     """A flat list of image paths and arrays; folders are expanded to their images (sorted)."""
-    items = [source] if isinstance(source, (str, os.PathLike, np.ndarray)) else list(source)
+    if isinstance(source, (str, os.PathLike, np.ndarray)):
+        items: list = [source]
+    elif isinstance(source, Iterable):
+        items = list(source)
+    else:
+        items = [source]  # rejected below with a clear message
     out: list[str | np.ndarray] = []
     for item in items:
         if isinstance(item, np.ndarray):
@@ -31,7 +36,8 @@ def expand_sources(source: ImageSource | Iterable[ImageSource]) -> list[str | np
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise ImageError(f"folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise ImageError(f"folder {str(path)!r} holds no images "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.extend(str(p) for p in files)
         elif path.is_file():
             out.append(str(path))

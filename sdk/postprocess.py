@@ -35,7 +35,8 @@ def anchor_points(size_hw: tuple[int, int], strides: Sequence[int] = STRIDES
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp(88+) -> inf -> 0.0, the correct limit
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
 
 
 def dfl_distances(box_dist: np.ndarray) -> np.ndarray:

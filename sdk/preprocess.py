@@ -46,7 +46,7 @@ def letterbox_geometry(h: int, w: int, size: int) -> tuple[tuple[int, int], Lett
     rh, rw = (int(h * ratio), int(w * ratio)) if ratio != 1 else (h, w)
     # LetterResize never scales up again; truncation can leave the long side one pixel short.
     pad_h, pad_w = size - rh, size - rw
-    top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))
+    top, left = round(pad_h // 2 - 0.1), round(pad_w // 2 - 0.1)
     info = LetterboxInfo(scale_wh=(rw / w, rh / h), pad_tblr=(top, pad_h - top, left, pad_w - left),
                          orig_hw=(h, w))
     return (rh, rw), info

@@ -8,6 +8,7 @@ official demo's ``' '`` prompt; its detections are never reported.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -100,7 +101,7 @@ class Vocabulary:
         if self.merge != "mean":
             return emb
         groups = np.cumsum([0] + [len(p) for p in self.prompts])
-        merged = np.stack([emb[a:b].mean(0) for a, b in zip(groups[:-1], groups[1:], strict=True)])
+        merged = np.stack([emb[a:b].mean(0) for a, b in itertools.pairwise(groups)])
         merged /= np.linalg.norm(merged, axis=1, keepdims=True)
         return np.concatenate([merged, emb[groups[-1]:]]).astype(np.float32)  # pad row kept
 

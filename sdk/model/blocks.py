@@ -119,11 +119,17 @@ class MaxSigmoidAttnBlock(nn.Module):
         b, c, h, w = x.shape
         m, d = self.num_heads, self.head_channels
         guide = self.guide_fc(text)  # (N, E) or (B, N, E)
-        guide = guide.unflatten(-1, (m, d)).transpose(-3, -2)  # (..., m, N, d)
-        embed = x.reshape(b, m, d, h * w)  # (B, m, d, HW)
-        attn = torch.matmul(guide, embed).amax(dim=-2)  # (B, m, HW), max over texts
-        attn = (attn / math.sqrt(d) + self.bias[None, :, None]).sigmoid()
-        out = self.project_conv(x).reshape(b, m, c // m, h * w) * attn[:, :, None]
+        if guide.dim() == 2:
+            # One vocabulary for the batch: a grouped 1x1 conv (group m = head m's d channels),
+            # the same per-image computation at any batch size, and the form export folds into.
+            weight = guide.unflatten(1, (m, d)).transpose(0, 1).reshape(-1, d, 1, 1)  # (m*N, d, 1, 1)
+            attn = F.conv2d(x, weight, groups=m).unflatten(1, (m, -1)).amax(dim=2)  # (B, m, H, W)
+        else:
+            guide = guide.unflatten(-1, (m, d)).transpose(1, 2)  # (B, m, N, d)
+            attn = torch.matmul(guide, x.reshape(b, m, d, h * w)).amax(dim=2)  # (B, m, HW)
+            attn = attn.reshape(b, m, h, w)
+        attn = (attn / math.sqrt(d) + self.bias[None, :, None, None]).sigmoid()
+        out = self.project_conv(x).reshape(b, m, c // m, h, w) * attn[:, :, None]
         return out.reshape(b, c, h, w)
 
 

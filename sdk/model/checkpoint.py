@@ -137,7 +137,8 @@ def load_official_state_dict(model: YoloWorld, sd: dict[str, Tensor], source: st
              for k, v in mapped.items() if v.shape != own[k].shape]
     if missing or unexpected or wrong:
         def show(items: list[str]) -> str:
-            return "\n    ".join(items[:15]) + (f"\n    ... {len(items) - 15} more" if len(items) > 15 else "")
+            more = f"\n    ... {len(items) - 15} more" if len(items) > 15 else ""
+            return "\n    ".join(items[:15]) + more
         parts = [f"{source} does not fit the {model.config.neck}/{model.config.head} model:"]
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                              ("shape mismatches", wrong)):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..atomic import atomic_path
 from .config import TextEncoderConfig
 
 SOT_TOKEN = 49406
@@ -28,7 +28,7 @@ CACHE_ENV = "YOLOWORLD_CACHE_DIR"  # directory of the persistent embedding cache
 
 
 @functools.lru_cache(maxsize=1)
-def _tokenizer():  # noqa: ANN202 - open_clip type
+def _tokenizer():
     from open_clip.tokenizer import SimpleTokenizer  # lazy: importing open_clip is slow
 
     return SimpleTokenizer()
@@ -63,8 +63,9 @@ class _Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.q_proj, self.k_proj = nn.Linear(width, width), nn.Linear(width, width)
-        self.v_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
+        # registration order k, v, q, out as in HuggingFace (state-dict order of official files)
+        self.k_proj, self.v_proj = nn.Linear(width, width), nn.Linear(width, width)
+        self.q_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -173,17 +174,10 @@ class CLIPTextEncoder(nn.Module):
         path = self._cache_file()
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         texts = list(entries)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, texts=np.array(texts, dtype=str),
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, texts=np.array(texts, dtype=str),
                      embeds=np.stack([entries[t] for t in texts]).astype(np.float32))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @torch.no_grad()
     def encode(self, texts: list[str], chunk: int = 256) -> Tensor:
@@ -211,7 +205,9 @@ class CLIPTextEncoder(nn.Module):
                     for text, vec in zip(todo[start:start + chunk], emb.cpu().numpy(), strict=True):
                         self._memory[text] = vec
                 self._save_disk({**self._load_disk(), **{t: self._memory[t] for t in todo}})
-        out = np.stack([self._memory[t] for t in texts]) if texts else np.zeros((0, self.config.embed_dim), np.float32)
+        if not texts:
+            return torch.zeros(0, self.config.embed_dim, device=self.text_projection.weight.device)
+        out = np.stack([self._memory[t] for t in texts])
         return torch.from_numpy(out).to(self.text_projection.weight.device)
 
 

@@ -112,8 +112,11 @@ class ContrastiveHead(nn.Module):
         b, d, h, w = x.shape
         x = self.norm(x) if self.norm is not None else F.normalize(x, dim=1, p=2)
         text = F.normalize(text, dim=-1, p=2)
-        logits = torch.matmul(text, x.reshape(b, d, h * w))  # (B, N, HW)
-        return (logits * self.logit_scale.exp() + self.bias).reshape(b, -1, h, w)
+        if text.dim() == 2:  # shared vocabulary: a 1x1 conv, batch-size invariant
+            logits = F.conv2d(x, text[:, :, None, None])  # (B, N, H, W)
+        else:
+            logits = torch.matmul(text, x.reshape(b, d, h * w)).reshape(b, -1, h, w)
+        return logits * self.logit_scale.exp() + self.bias
 
 
 class Head(nn.Module):

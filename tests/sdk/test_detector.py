@@ -1,0 +1,174 @@
+"""Detector on the PyTorch backend: inputs, batching, vocabulary changes, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from parity import assert_same_detections
+
+from sdk import Detections, Detector, ImageError, VocabularyError
+from sdk.postprocess import decode_head_outputs, postprocess_image
+from sdk.preprocess import preprocess
+
+CLASSES = ["person", "red car", "a dog"]
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_checkpoints):
+    return Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=160, conf=0.05)
+
+
+def assert_same(a: Detections, b: Detections, box_atol=1e-2, score_atol=1e-4):
+    """Same detections up to the float rounding of batched CPU kernels (logits differ by ~1e-5 of
+    their range, see tests/model/test_forward.py), so near-tied scores may swap places."""
+    assert_same_detections(a, b, box_atol, score_atol)
+
+
+def test_batched_equals_one_by_one(detector, images):
+    batched = detector.predict(images, batch_size=4)
+    singles = [detector.predict(img)[0] for img in images]
+    assert len(batched) == len(images)
+    assert sum(len(d) for d in batched) > 10  # not a vacuous comparison
+    for a, b in zip(batched, singles, strict=True):
+        assert_same(a, b)
+    odd = detector.predict(images, batch_size=3)  # a short last batch
+    for a, b in zip(odd, batched, strict=True):
+        assert_same(a, b)
+
+
+def test_matches_manual_pipeline(detector, tiny_checkpoints, images):
+    """predict == preprocess -> model -> decode -> postprocess done by hand."""
+    import torch
+
+    from sdk.model import load_checkpoint
+
+    model = load_checkpoint(tiny_checkpoints["v2"])
+    batch, infos = preprocess(images[1:2], 160)
+    with torch.no_grad():
+        out = model(torch.from_numpy(batch), model.encode_text(CLASSES))
+    scores, boxes = decode_head_outputs([t.numpy() for t in out.cls_logits],
+                                        [t.numpy() for t in out.box_dists])
+    xyxy, conf, cls = postprocess_image(scores[0], boxes[0], infos[0], 0.05, 0.7, 300)
+    det = detector.predict(images[1])[0]
+    np.testing.assert_array_equal(det.class_id, cls)
+    np.testing.assert_allclose(det.xyxy, xyxy, atol=1e-4)
+    np.testing.assert_allclose(det.confidence, conf, atol=1e-6)
+    assert det.xyxy.dtype == np.float32 and det.class_id.dtype == np.int64
+    h, w = images[1].shape[:2]
+    assert (det.xyxy[:, [0, 2]] <= w).all() and (det.xyxy[:, [1, 3]] <= h).all() and (det.xyxy >= 0).all()
+
+
+def test_sources_paths_folders_gray_rgba(detector, images, tmp_path):
+    for i, img in enumerate(images[:2]):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), img)
+    (tmp_path / "notes.txt").write_text("ignored")
+    from_folder = detector.predict(tmp_path)
+    from_arrays = detector.predict(images[:2])
+    assert [d.data["source"] for d in from_folder] == [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
+    for a, b in zip(from_folder, from_arrays, strict=True):
+        assert_same(a, b, box_atol=0, score_atol=0)
+    gray = cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)
+    assert detector.predict(gray)[0] == detector.predict(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))[0]
+    rgba = cv2.cvtColor(images[0], cv2.COLOR_BGR2BGRA)
+    assert detector.predict(rgba)[0] == detector.predict(images[0])[0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("missing.jpg", "missing.jpg' does not exist"),
+        (np.zeros((10, 10, 3), np.float32), "expected dtype uint8"),
+        (np.zeros((10, 10, 2), np.uint8), r"expected shape \(H, W, 3\)"),
+        (42, "unsupported image source of type int"),
+    ],
+)
+def test_bad_images(detector, bad, match):
+    with pytest.raises(ImageError, match=match):
+        detector.predict(bad)
+
+
+def test_unreadable_image_is_named(detector, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        detector.predict([str(tmp_path / "broken.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="holds no images"):
+        detector.predict(tmp_path / "empty")
+
+
+def test_set_classes_keeps_model(detector, images):
+    model = detector.backend.model
+    before = detector.predict(images[0])[0]
+    detector.set_classes(["a dog"])
+    assert detector.backend.model is model and detector.class_names == ["a dog"]
+    only_dog = detector.predict(images[0])[0]
+    assert set(only_dog.class_name) <= {"a dog"}
+    with pytest.raises(VocabularyError):
+        detector.set_classes([])
+    assert detector.class_names == ["a dog"]  # a failed change keeps the old vocabulary
+    detector.set_classes(CLASSES)
+    assert_same(detector.predict(images[0])[0], before, box_atol=0, score_atol=0)
+
+
+def test_padding_prompt_never_reported(tiny_checkpoints, images):
+    det = Detector(tiny_checkpoints["v2"], classes=["person"], imgsz=160, conf=0.01, pad_prompt=True)
+    assert det.vocabulary.model_texts() == ["person", " "]
+    res = det.predict(images)
+    assert all(set(r.class_id.tolist()) <= {0} for r in res)
+    plain = Detector(tiny_checkpoints["v2"], classes=["person"], imgsz=160, conf=0.01)
+    # the pad prompt takes part in the neck's max-sigmoid attention, so scores change
+    assert not np.array_equal(res[0].confidence[:5], plain.predict(images[0])[0].confidence[:5])
+
+
+def test_prompt_merge_max(tiny_checkpoints, images):
+    prompts = [["person", "human"], ["red car"]]
+    mx = Detector(tiny_checkpoints["v1"], classes=prompts, imgsz=160, conf=0.05, prompt_merge="max")
+    assert mx.vocabulary.model_texts() == ["person", "human", "red car"]
+    mean = Detector(tiny_checkpoints["v1"], classes=prompts, imgsz=160, conf=0.05, prompt_merge="mean")
+    for det in (mx, mean):
+        assert det.class_names == ["person", "red car"]
+        assert all(set(r.class_id.tolist()) <= {0, 1} for r in det.predict(images))
+
+
+def test_results_exports(detector, images):
+    det = detector.predict(images[0])[0]
+    coco = det.to_coco(image_id=7, category_ids=[1, 3, 18])
+    assert len(coco) == len(det) and coco[0]["image_id"] == 7
+    assert coco[0]["category_id"] == [1, 3, 18][int(det.class_id[0])]
+    x1, y1, x2, y2 = det.xyxy[0].tolist()
+    assert coco[0]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
+    drawn = det.draw(images[0])
+    assert drawn.shape == images[0].shape and not np.array_equal(drawn, images[0])
+    assert set(det.data["speed_ms"]) == {"preprocess", "inference", "postprocess"}
+    assert len(det[det.confidence > 0.5]) == int((det.confidence > 0.5).sum())
+
+
+def test_constructor_errors(tiny_checkpoints):
+    with pytest.raises(VocabularyError, match="stores no vocabulary"):
+        Detector(tiny_checkpoints["v2"])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=100)
+    with pytest.raises(ValueError, match="conf must be"):
+        Detector(tiny_checkpoints["v2"], classes=CLASSES, conf=1.5)
+
+
+def test_cli_predict(tiny_checkpoints, images, tmp_path, capsys):
+    from sdk.cli import predict_main
+
+    for i, img in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), img)
+    out = tmp_path / "out"
+    code = predict_main([str(tmp_path), "--weights", str(tiny_checkpoints["efficient"]),
+                         "--classes", "person,red car", "--imgsz", "160", "--conf", "0.05",
+                         "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["classes"] == ["person", "red car"] and len(report["results"]) == len(images)
+    assert sorted(p.name for p in out.glob("*.jpg")) == [f"{i}.jpg" for i in range(len(images))]
+    assert "4 images" in capsys.readouterr().out
+    assert predict_main([str(tmp_path / "nope.jpg"), "--weights", str(tiny_checkpoints["v2"]),
+                         "--classes", "a"]) == 2
+    assert "nope.jpg' does not exist" in capsys.readouterr().err
