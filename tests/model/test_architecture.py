@@ -113,3 +113,19 @@ def test_variant_key_differences():
 def test_infer_config_round_trip(size, variant):
     cfg = get_config(size, variant)
     assert infer_config(to_official_state_dict(meta_model(size, variant))) == cfg
+
+
+def test_clip_large_text_variant_inferred():
+    """v2-L with the CLIP ViT-L/14 text tower: every text dimension is 768 (YOLOWORLD.md 3.4)."""
+    from dataclasses import replace
+
+    from sdk.model import TextEncoderConfig
+
+    cfg = replace(get_config("l", "v2"), text_channels=768,
+                  text_encoder=TextEncoderConfig(width=768, layers=12, heads=12, embed_dim=768))
+    with torch.device("meta"):
+        sd = to_official_state_dict(build_model(cfg))
+    assert tuple(sd["neck.top_down_layers.0.attn_block.guide_fc.weight"].shape) == (256, 768)
+    assert tuple(sd["bbox_head.head_module.cls_preds.0.2.weight"].shape) == (768, 256, 1, 1)
+    assert tuple(sd["bbox_head.head_module.cls_contrasts.0.norm.weight"].shape) == (768,)
+    assert infer_config(sd) == cfg

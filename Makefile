@@ -1,0 +1,23 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench parity
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[train,export,dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m sdk.model.demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_torch_cpu.py
+
+parity: $(VENV)/.installed
+	$(PY) benchmarks/official_parity.py

@@ -1,0 +1,1 @@
+"""Export (``yoloworld-export``): not implemented yet, see the project's issue 4."""
