@@ -125,7 +125,7 @@ def load_official_state_dict(model: YoloWorld, sd: dict[str, Tensor], source: st
     for key, value in sd.items():
         if key.endswith("position_ids"):  # stored by transformers < 4.31; a constant arange
             continue
-        if drop_neck_guides and ".attn_block." in key and (".guide_fc." in key or key.endswith(".bias")):
+        if drop_neck_guides and (".attn_block.guide_fc." in key or key.endswith(".attn_block.bias")):
             continue
         internal = official_to_internal(key)
         if internal is None or internal not in own:

@@ -129,3 +129,27 @@ def test_clip_large_text_variant_inferred():
     assert tuple(sd["bbox_head.head_module.cls_preds.0.2.weight"].shape) == (768, 256, 1, 1)
     assert tuple(sd["bbox_head.head_module.cls_contrasts.0.norm.weight"].shape) == (768,)
     assert infer_config(sd) == cfg
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_official_state_dict_loads_strictly(size, variant):
+    """The loader maps every official key of every size/variant (shapes only, on the meta device)."""
+    from sdk.model import load_official_state_dict
+
+    sd = to_official_state_dict(meta_model(size, variant))
+    with torch.device("meta"):
+        model = build_model(infer_config(sd))
+    load_official_state_dict(model, dict(sd), source=f"{size}-{variant}")
+
+
+def test_efficient_neck_from_vlpan_weights_needs_explicit_drop():
+    """Fine-tuning an efficient-neck model from VL-PAN weights drops guide_fc/bias only on request."""
+    from sdk import CheckpointError
+    from sdk.model import load_official_state_dict
+
+    sd = dict(to_official_state_dict(meta_model("s", "v2")))
+    model = meta_model("s", "efficient")
+    with pytest.raises(CheckpointError, match="12 unexpected keys"):  # 4 blocks x (weight, bias, bias)
+        load_official_state_dict(model, sd)
+    load_official_state_dict(model, sd, drop_neck_guides=True)
