@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import VocabularyError
+
 
 class TorchBackend:
     """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint."""
@@ -26,7 +28,17 @@ class TorchBackend:
         self._text: Any = None
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode_text(texts).cpu().numpy()
+        """Stored embeddings first (prompt-tuned rows, or all rows of a model trained without its
+        text encoder), the text encoder for everything else."""
+        stored = self.meta.get("text_embeddings") or {}
+        missing = [t for t in texts if t not in stored]
+        if missing and self.model.text_encoder is None:
+            raise VocabularyError(
+                f"this checkpoint has no text encoder (fixed-vocabulary fine-tuning), so it only "
+                f"knows its own prompts: {sorted(stored)[:20]}; unknown: {missing[:5]}")
+        encoded = dict(zip(missing, self.model.encode_text(missing).cpu().numpy(), strict=True)) \
+            if missing else {}
+        return np.stack([np.asarray(stored[t], np.float32) if t in stored else encoded[t] for t in texts])
 
     def set_text(self, text_embeds: np.ndarray) -> None:
         self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device)

@@ -1,0 +1,121 @@
+"""Training configuration: one frozen dataclass, exposed as argparse options and YAML keys.
+
+Defaults are the official COCO fine-tuning recipe (configs/finetune_coco, 8 GPUs x 16 images, 80
+epochs, AdamW 2e-4, weight decay 0.05, mosaic closed for the last 10 epochs). Precedence:
+dataclass defaults < ``--config`` YAML < command-line options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import yaml
+
+Mode = Literal["full", "efficient", "prompt"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- model ---
+    model: str = "s"  # preset when no --weights: tiny, s, m, l, x
+    variant: str = "v2"  # v2 (VL-PAN + BN head), v1 (dual VL-PAN), efficient, efficient_l2
+    weights: str | None = None  # official .pth or own .pt; its architecture wins over model/variant
+    mode: Mode = "full"  # full | efficient (efficient neck, no text encoder) | prompt (embeddings only)
+    # --- data ---
+    data: str | None = None  # dataset YAML; None -> the generated demo dataset
+    imgsz: int = 640
+    workers: int = 4
+    num_texts: int = 80  # text slots per training image (RandomLoadText max_num_samples)
+    close_mosaic: int = 10  # last epochs without mosaic
+    affine_scale: float | None = None  # None: 0.5 for tiny/s, 0.9 for m/l/x (official)
+    min_area_ratio: float = 0.1
+    filter_empty_gt: bool = False
+    min_size: int = 32
+    # --- optimisation ---
+    epochs: int = 80
+    batch_size: int = 16  # per process
+    total_batch_size: int = 128  # kept by gradient accumulation when fewer GPUs run
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-4
+    momentum: float = 0.937  # SGD only
+    weight_decay: float = 0.05  # at total batch 64; scaled with the batch (YOLOv5 rule): 0.1 at 128
+    warmup_epochs: float = 3.0
+    warmup_min_iters: int = 1000
+    lr_final: float = 0.01  # final lr = lr * lr_final, linear decay
+    grad_clip: float = 10.0
+    ema: bool = True
+    ema_momentum: float = 1e-4
+    ema_gamma: float = 2000.0
+    mask_padded_texts: bool = False  # official up to b1b09f2 trains '' paddings as negatives
+    # --- run ---
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    sync_bn: bool = False
+    val_interval: int = 5
+    seed: int = 0
+    output: str = "runs/finetune"
+    resume: bool = False  # continue from OUTPUT/last.pt
+    max_steps_per_epoch: int = 0  # >0 truncates epochs (smoke tests)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The demo: generated dataset, tiny model from scratch, CPU, a few minutes.
+DEMO = dict(model="tiny", data=None, imgsz=256, epochs=40, batch_size=8, total_batch_size=8,
+            lr=2e-3, weight_decay=0.025, warmup_epochs=2.0, warmup_min_iters=20, close_mosaic=8,
+            val_interval=5, workers=2, num_texts=8, output="runs/demo_finetune", min_size=0)
+
+
+def _arg_type(tp: Any) -> Any:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args and all(isinstance(a, str) for a in args):  # Literal[...]
+        return str
+    if args:
+        return _arg_type(args[0])
+    return tp
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """One ``--flag`` per TrainConfig field (defaults left as None: unset = not overriding)."""
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        name = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        choices = [a for a in get_args(tp) if isinstance(a, str)] or None
+        if tp is bool:
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default {f.default})")
+        else:
+            parser.add_argument(name, type=_arg_type(tp), choices=choices, default=None,
+                                help=f"(default {f.default})")
+    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
+    return parser
+
+
+def resolve(args: argparse.Namespace, demo: bool = False) -> TrainConfig:
+    """Defaults (the demo's when ``demo``) < YAML (--config) < explicit command-line options."""
+    values: dict[str, Any] = dict(DEMO) if demo else {}
+    if getattr(args, "config", None):
+        try:
+            data = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"cannot read config {args.config}: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{args.config}: expected a mapping of TrainConfig fields")
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{args.config}: unknown fields {unknown}; known: {sorted(known)}")
+        values.update(data)
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                   if getattr(args, f.name, None) is not None})
+    return TrainConfig(**values)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

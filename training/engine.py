@@ -1,0 +1,191 @@
+"""The loop as two free functions: ``train_one_epoch`` and ``evaluate``; plus the text embedder."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from sdk.detections import Detections
+from sdk.evaluation import coco_evaluate
+from sdk.model import STRIDES, YoloWorld
+from sdk.postprocess import decode_head_outputs, postprocess_image
+
+from .distributed import gather_objects, is_main_process, reduce_mean
+from .ema import ModelEMA
+from .loss import YoloWorldLoss
+from .optim import LinearWarmupSchedule
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss: training stops, the last good checkpoint stays as it is."""
+
+
+class TextEmbedder(nn.Module):
+    """Strings -> L2-normalised embeddings, each text encoded once by the frozen CLIP tower and kept.
+
+    ``prompt_texts`` (prompt tuning): these prompts get learnable rows, initialised from their CLIP
+    embeddings; all prompts of a class share the class's row.
+    """
+
+    def __init__(self, model: YoloWorld, prompt_texts: list[list[str]] | None = None) -> None:
+        super().__init__()
+        self.model = [model]  # a list keeps the detector out of this module's parameters
+        self.table: dict[str, Tensor] = {}
+        self.prompt_index: dict[str, int] = {}
+        self.prompts: nn.Parameter | None = None
+        if prompt_texts:
+            init = self.encode([p[0] for p in prompt_texts])
+            self.prompts = nn.Parameter(init.clone())
+            self.prompt_index = {t: i for i, ps in enumerate(prompt_texts) for t in ps}
+
+    @torch.no_grad()
+    def encode(self, texts: Iterable[str]) -> Tensor:
+        texts = list(texts)
+        todo = [t for t in dict.fromkeys(texts) if t not in self.table]
+        if todo:
+            emb = self.model[0].encode_text(todo)
+            self.table.update(zip(todo, emb, strict=True))
+        return torch.stack([self.table[t] for t in texts]) if texts else torch.zeros(0)
+
+    def forward(self, texts: list[list[str]]) -> Tensor:
+        """B lists of T strings -> ``(B, T, D)`` float32."""
+        flat = [t for row in texts for t in row]
+        emb = self.encode(flat)
+        if self.prompts is not None:
+            idx = [self.prompt_index.get(t, -1) for t in flat]
+            learn = torch.tensor([i >= 0 for i in idx], device=emb.device)
+            rows = torch.nn.functional.normalize(self.prompts, dim=-1)[torch.tensor(idx).clamp(min=0)]
+            emb = torch.where(learn[:, None], rows.to(emb.device), emb)
+        return emb.reshape(len(texts), -1, emb.shape[-1])
+
+    def export_table(self, texts: list[str]) -> dict[str, Tensor]:
+        """Embeddings to store with a checkpoint (learned rows for prompt-tuned texts)."""
+        emb = self.forward([texts])[0].detach().cpu()
+        return dict(zip(texts, emb, strict=True))
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    global_step: int = 0  # optimiser steps so far
+    step_in_epoch: int = 0  # optimiser steps done in the current epoch
+    best_map: float = -1.0
+    stop_requested: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_one_epoch(model: nn.Module, raw_model: YoloWorld, embedder: TextEmbedder, loss_fn: YoloWorldLoss,
+                    loader: Iterable[dict], optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, schedule: LinearWarmupSchedule, ema: ModelEMA | None,
+                    state: LoopState, device: torch.device, amp: str, accumulate: int,
+                    grad_clip: float, num_steps: int, on_step: Any = None) -> dict[str, float]:
+    """One epoch (or the rest of one, after a resume). ``num_steps``: optimiser steps in this epoch.
+
+    Every ``accumulate`` micro-batches make one optimiser step (gradients summed, not averaged: the
+    loss already scales with the batch). Returns mean losses (reduced over ranks), lr, images/s.
+    """
+    model.train()
+    if raw_model.text_encoder is not None:
+        raw_model.text_encoder.eval()  # frozen: no dropout, no BN in CLIP anyway
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums = {"cls": 0.0, "box": 0.0, "dfl": 0.0}
+    seen, micro, t0 = 0, 0, time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    bar = tqdm(total=num_steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
+               disable=not is_main_process(), leave=False, dynamic_ncols=True)
+    for batch in loader:
+        images = batch["images"].to(device, non_blocking=True).float().div_(255)
+        gt_boxes = batch["boxes"].to(device)
+        gt_labels = batch["labels"].to(device)
+        gt_mask = batch["box_mask"].to(device)
+        text_mask = batch["text_mask"].to(device)
+        texts = embedder(batch["texts"]).to(device)
+        sync = (micro + 1) % accumulate == 0
+        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        with ctx:
+            with autocast(device, amp):
+                out = model(images, texts)
+            loss, parts = loss_fn(out, gt_labels, gt_boxes, gt_mask, text_mask)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch}: "
+                    + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
+            scaler.scale(loss).backward()
+        micro += 1
+        seen += images.shape[0]
+        for k in sums:
+            sums[k] += float(parts[k])
+        if not sync:
+            continue
+        lr = schedule.apply(optimizer, state.global_step, state.epoch)
+        scaler.unscale_(optimizer)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(raw_model)
+        state.global_step += 1
+        state.step_in_epoch += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(sums.values()) / micro:.2f}", lr=f"{lr:.2e}",
+                        img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        if on_step is not None:
+            on_step()
+        if state.stop_requested or state.step_in_epoch >= num_steps:
+            break
+    bar.close()
+    means = {k: v / max(micro, 1) for k, v in sums.items()}
+    out = reduce_mean(means, device)
+    out.update(lr=lr, images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
+    return out
+
+
+@torch.no_grad()
+def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: list, amp: str,
+                  conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> list[Detections]:
+    """The sdk post-processing on a letterboxed uint8 batch ``(B, 3, S, S)`` (RGB)."""
+    with autocast(images.device, amp):
+        out = model(images.float().div_(255), text_embeds)
+    scores, boxes = decode_head_outputs([t.float().cpu().numpy() for t in out.cls_logits],
+                                        [t.float().cpu().numpy() for t in out.box_dists], STRIDES)
+    dets = []
+    for b, info in enumerate(infos):
+        xyxy, score, cls = postprocess_image(scores[b], boxes[b], info, conf, iou, max_det)
+        dets.append(Detections(xyxy, score, cls, np.array([""] * len(cls))))
+    return dets
+
+
+@torch.no_grad()
+def evaluate(model: YoloWorld, loader: Iterable[dict], class_embeds: Tensor, categories: list[int],
+             ann_file: str, image_ids: list[int], device: torch.device, amp: str = "none"
+             ) -> dict[str, Any] | None:
+    """COCO mAP of ``model`` (the EMA weights) with the evaluation settings (conf 0.001, IoU 0.7,
+    300 per image) and the sdk post-processing; every rank predicts its shard, rank 0 scores.
+    Returns the metrics on rank 0, None elsewhere."""
+    model.eval()
+    results: list[dict[str, Any]] = []
+    for batch in tqdm(loader, desc="val", leave=False, disable=not is_main_process()):
+        dets = predict_batch(model, batch["images"].to(device), class_embeds.to(device), batch["infos"], amp)
+        for det, image_id in zip(dets, batch["image_ids"], strict=True):
+            results.extend(det.to_coco(image_id, categories))
+    gathered = gather_objects(results)
+    if not is_main_process():
+        return None
+    return coco_evaluate(ann_file, [r for part in gathered for r in part], image_ids=image_ids)
