@@ -60,6 +60,7 @@ class TrainConfig:
     output: str = "runs/finetune"
     resume: bool = False  # continue from OUTPUT/last.pt
     max_steps_per_epoch: int = 0  # >0 truncates epochs (smoke tests)
+    stop_after_steps: int = 0  # >0: stop as if interrupted after this many optimiser steps (time-boxed runs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

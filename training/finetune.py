@@ -61,7 +61,7 @@ def build_training_model(cfg: TrainConfig, explicit: set[str]) -> tuple[YoloWorl
         return build_model(cfg_model), False
     model, _ = load_checkpoint_with_meta(cfg.weights)
     arch = model.config
-    for name in ("model", "variant") & explicit:
+    for name in sorted({"model", "variant"} & explicit):
         preset = get_config(cfg.model, cfg.variant)
         size_ok = (preset.widen, preset.deepen, preset.last_stage_channels) == \
             (arch.widen, arch.deepen, arch.last_stage_channels)
@@ -221,6 +221,10 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
                                      with_resume_state=resume)
         D.barrier()
 
+    def check_time_box() -> None:
+        if cfg.stop_after_steps and state.global_step >= cfg.stop_after_steps:
+            state.stop_requested = True
+
     t_start = time.perf_counter()
     try:
         while state.epoch < cfg.epochs:
@@ -233,7 +237,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
             t0 = time.perf_counter()
             metrics = train_one_epoch(ddp_model, raw_model, embedder, loss_fn, loader, optimizer, scaler,
                                       schedule, ema, state, device, cfg.amp, accumulate, cfg.grad_clip,
-                                      steps_per_epoch)
+                                      steps_per_epoch, on_step=check_time_box)
             if state.stop_requested:
                 save(last)
                 if main_proc:

@@ -1,0 +1,401 @@
+"""Training augmentations and text sampling (numpy + OpenCV), the training and validation datasets.
+
+Each transform takes a :class:`Sample` (image and boxes together) and returns a new one; randomness
+comes only from the ``np.random.Generator`` passed in, so a sample is a pure function of
+(seed, epoch, index). Boxes are xyxy float32 pixels throughout; box coordinates treat pixel ``i`` as
+covering ``[i, i + 1)``, the convention the COCO boxes use.
+
+The chain is the official fine-tuning pipeline (YOLOWORLD.md 5.4), without mixup, copy-paste and the
+1 %-probability albumentations:
+
+- stage 1: mosaic -> random affine (crop the 2S canvas to S) -> HSV -> horizontal flip -> load text;
+- stage 2 (``close_mosaic``, last epochs): letterbox -> random affine -> HSV -> flip -> load text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from sdk.preprocess import PAD_VALUE, LetterboxInfo, letterbox, letterbox_geometry
+
+from .data import DetectionDataset, Record, RecordSource
+
+
+@dataclass
+class Sample:
+    """An image with its annotations.
+
+    image: (H, W, 3) uint8 BGR. boxes: (K, 4) float32 xyxy pixels. labels: (K,) int64 indices into
+    ``texts``. texts: the prompts of each class (one list per class).
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    texts: list[list[str]]
+
+    @classmethod
+    def from_record(cls, image: np.ndarray, record: Record) -> Sample:
+        return cls(image, record.boxes, record.labels, record.texts)
+
+
+def _merge_texts(all_texts: list[list[list[str]]]) -> tuple[list[list[str]], list[np.ndarray | None]]:
+    """Union of several class lists; per input, its label -> merged label map (None: unchanged).
+
+    Classes that share a prompt are one class (a grounding phrase "red circle" and a detection
+    class ["red circle", "red disk"]): two slots with the same text would make one the other's
+    negative.
+    """
+    first = all_texts[0]
+    if all(t is first or t == first for t in all_texts):
+        return first, [None] * len(all_texts)
+    merged: list[list[str]] = []
+    index: dict[str, int] = {}  # prompt -> merged class
+    maps = []
+    for texts in all_texts:
+        m = np.empty(len(texts), np.int64)
+        for j, prompts in enumerate(texts):
+            known = [index[p] for p in prompts if p in index]
+            c = known[0] if known else len(merged)
+            if not known:
+                merged.append([])
+            merged[c].extend(p for p in prompts if p not in index)
+            index.update((p, c) for p in prompts if p not in index)
+            m[j] = c
+        maps.append(m)
+    return merged, maps
+
+
+def _keep_positive(boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], labels[keep]
+
+
+def mosaic(samples: list[Sample], size: int, rng: np.random.Generator) -> Sample:
+    """Four samples on a ``(2*size, 2*size)`` canvas filled with 114 (YOLOv5 mosaic).
+
+    The tiles meet at a centre drawn uniformly in ``[0.5, 1.5] * size`` per axis; each is keep-ratio
+    resized to fit ``size`` and placed top-left, top-right, bottom-left, bottom-right of it, cut at the
+    canvas edge. Boxes are scaled, shifted and clipped to the canvas; texts are the union of the
+    four class lists (classes sharing a prompt merged) with labels remapped (unchanged when all four
+    lists are equal).
+    """
+    if len(samples) != 4:
+        raise ValueError(f"mosaic needs 4 samples, got {len(samples)}")
+    texts, label_maps = _merge_texts([s.texts for s in samples])
+    side = 2 * size
+    canvas = np.full((side, side, 3), PAD_VALUE, np.uint8)
+    xc = int(rng.uniform(0.5 * size, 1.5 * size))
+    yc = int(rng.uniform(0.5 * size, 1.5 * size))
+    all_boxes, all_labels = [], []
+    for k, (s, label_map) in enumerate(zip(samples, label_maps, strict=True)):
+        h0, w0 = s.image.shape[:2]
+        r = min(size / h0, size / w0)
+        w, h = min(size, max(1, int(w0 * r + 0.5))), min(size, max(1, int(h0 * r + 0.5)))
+        img = s.image if (h, w) == (h0, w0) else cv2.resize(s.image, (w, h),
+                                                            interpolation=cv2.INTER_LINEAR)
+        # canvas region (a) of tile k; the left tiles end at xc, the top tiles end at yc
+        x1a, x2a = (max(xc - w, 0), xc) if k in (0, 2) else (xc, min(xc + w, side))
+        y1a, y2a = (max(yc - h, 0), yc) if k in (0, 1) else (yc, min(yc + h, side))
+        # the part of the tile that fell off the canvas is its left (top) side for left (top) tiles
+        x1b = w - (x2a - x1a) if k in (0, 2) else 0
+        y1b = h - (y2a - y1a) if k in (0, 1) else 0
+        canvas[y1a:y2a, x1a:x2a] = img[y1b:y1b + (y2a - y1a), x1b:x1b + (x2a - x1a)]
+        dx, dy = x1a - x1b, y1a - y1b
+        scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
+        all_boxes.append(s.boxes.reshape(-1, 4) * scale + np.array([dx, dy, dx, dy], np.float32))
+        all_labels.append(s.labels if label_map is None else label_map[s.labels])
+    boxes = np.clip(np.concatenate(all_boxes), 0, side).astype(np.float32)
+    boxes, labels = _keep_positive(boxes, np.concatenate(all_labels).astype(np.int64))
+    return Sample(canvas, boxes, labels, texts)
+
+
+def random_affine(s: Sample, rng: np.random.Generator, scale: tuple[float, float] = (0.5, 1.5),
+                  translate: float = 0.1, border: tuple[int, int] = (0, 0),
+                  out_size: int | tuple[int, int] | None = None, min_wh: float = 2,
+                  min_area_ratio: float = 0.1, max_aspect: float = 100) -> Sample:
+    """Random scale and translation (official config: no rotation, no shear), filled with 114.
+
+    The output is ``(H + 2*border[0], W + 2*border[1])`` (``border`` is (y, x) pixels per side;
+    negative crops, e.g. ``(-size/2, -size/2)`` turns the mosaic canvas into ``size``), or
+    ``out_size`` ((h, w) or an int) when given. The image centre moves to ``(0.5 +- translate)`` of
+    the output. Boxes are mapped, clipped, and dropped as YOLOv5RandomAffine does: width or height
+    ``<= min_wh`` px, area below ``min_area_ratio`` of the scaled pre-warp box, aspect
+    ``>= max_aspect``.
+    """
+    h, w = s.image.shape[:2]
+    if out_size is None:
+        out_h, out_w = h + 2 * int(border[0]), w + 2 * int(border[1])
+    else:
+        out_h, out_w = (out_size, out_size) if isinstance(out_size, int) else out_size
+    k = rng.uniform(scale[0], scale[1])
+    tx = rng.uniform(0.5 - translate, 0.5 + translate) * out_w
+    ty = rng.uniform(0.5 - translate, 0.5 + translate) * out_h
+    bx, by = tx - k * w / 2, ty - k * h / 2  # box coordinates: x' = k * x + bx
+    # OpenCV maps pixel centres (box coordinate i + 0.5 is pixel i), hence the half-pixel shift that
+    # keeps the warped pixels exactly under the warped boxes at every scale.
+    m = np.array([[k, 0, bx + 0.5 * (k - 1)], [0, k, by + 0.5 * (k - 1)]], np.float64)
+    image = cv2.warpAffine(s.image, m, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    boxes = s.boxes.reshape(-1, 4).astype(np.float64)
+    new = boxes * k + np.array([bx, by, bx, by])
+    new = np.clip(new, 0, [out_w, out_h, out_w, out_h])
+    w2, h2 = new[:, 2] - new[:, 0], new[:, 3] - new[:, 1]
+    w1, h1 = (boxes[:, 2] - boxes[:, 0]) * k, (boxes[:, 3] - boxes[:, 1]) * k
+    aspect = np.maximum(w2 / (h2 + 1e-16), h2 / (w2 + 1e-16))
+    keep = ((w2 > min_wh) & (h2 > min_wh) & (w2 * h2 / (w1 * h1 + 1e-16) > min_area_ratio)
+            & (aspect < max_aspect))
+    return Sample(image, new[keep].astype(np.float32), s.labels[keep], s.texts)
+
+
+def hsv(s: Sample, rng: np.random.Generator, gains: tuple[float, float, float] = (0.015, 0.7, 0.4)
+        ) -> Sample:
+    """Random hue/saturation/value gains ``1 + U(-1, 1) * gains`` through OpenCV 8-bit HSV LUTs.
+
+    Hue is taken modulo 180 (OpenCV's 8-bit hue range); saturation and value are clipped to 255.
+    """
+    r = rng.uniform(-1, 1, 3) * np.asarray(gains, np.float64) + 1
+    hue, sat, val = cv2.split(cv2.cvtColor(s.image, cv2.COLOR_BGR2HSV))
+    x = np.arange(256, dtype=np.float64)
+    lut_hue = ((x * r[0]) % 180).astype(np.uint8)
+    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
+    out = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+    return Sample(cv2.cvtColor(out, cv2.COLOR_HSV2BGR), s.boxes, s.labels, s.texts)
+
+
+def hflip(s: Sample, rng: np.random.Generator, p: float = 0.5) -> Sample:
+    """Mirror left-right with probability ``p``: x1' = W - x2, x2' = W - x1."""
+    if rng.random() >= p:  # always drawn, so later draws do not depend on p
+        return s
+    w = s.image.shape[1]
+    boxes = s.boxes.reshape(-1, 4)
+    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    return Sample(np.ascontiguousarray(s.image[:, ::-1]), flipped.astype(np.float32), s.labels, s.texts)
+
+
+def train_letterbox_geometry(h: int, w: int, size: int, allow_scale_up: bool = True
+                             ) -> tuple[tuple[int, int], LetterboxInfo]:
+    """Resized (height, width) and :class:`LetterboxInfo` of :func:`letterbox_sample`.
+
+    :func:`sdk.preprocess.letterbox_geometry` (the official test pipeline), plus what the official
+    stage-2 ``LetterResize(allow_scale_up=True)`` does on top: when ``int()`` truncation left the
+    long side one pixel short, the image is stretched to fill it.
+    """
+    (rh, rw), info = letterbox_geometry(h, w, size)
+    if allow_scale_up and max(rh, rw) < size:
+        r2 = min(size / rh, size / rw)
+        rh, rw = round(rh * r2), round(rw * r2)  # Python round(), as LetterResize
+        _, fitted = letterbox_geometry(rh, rw, size)  # long side == size: only the padding maths
+        info = LetterboxInfo(scale_wh=(rw / w, rh / h), pad_tblr=fitted.pad_tblr, orig_hw=(h, w))
+    return (rh, rw), info
+
+
+def letterbox_sample(s: Sample, size: int, allow_scale_up: bool = True) -> Sample:
+    """Keep-ratio resize and pad with 114 to ``(size, size)`` (stage 2 / close-mosaic); boxes
+    follow. Geometry: :func:`train_letterbox_geometry`; pixels equal :func:`sdk.preprocess.letterbox`
+    whenever the geometry does."""
+    h, w = s.image.shape[:2]
+    (rh, rw), info = train_letterbox_geometry(h, w, size, allow_scale_up)
+    if (rh, rw) != letterbox_geometry(h, w, size)[0]:
+        image = np.full((size, size, 3), PAD_VALUE, np.uint8)
+        interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR
+        top, _, left, _ = info.pad_tblr
+        image[top:top + rh, left:left + rw] = cv2.resize(s.image, (rw, rh), interpolation=interp)
+    else:
+        image, info = letterbox(s.image, size)
+    boxes = info.boxes_to_input(s.boxes.reshape(-1, 4))
+    return Sample(image, boxes, s.labels, s.texts)
+
+
+def load_text(s: Sample, rng: np.random.Generator, num_texts: int = 80,
+              num_neg: int | tuple[int, int] = 80, padding: str = ""
+              ) -> tuple[Sample, list[str], np.ndarray]:
+    """Sample the text list of one training image (official ``RandomLoadText``).
+
+    Positives are the classes present (a random ``num_texts`` of them if more); negatives are drawn
+    from the other classes, at most ``num_neg`` (or a number drawn from the ``(lo, hi)`` range), so
+    that positives + negatives <= min(#classes, num_texts). The list is shuffled, one random prompt
+    is chosen per class, boxes of classes left out are dropped and labels become positions in the
+    list, which is padded with ``padding`` to ``num_texts``.
+
+    Returns (sample with remapped labels and ``texts`` = the chosen prompts, the ``num_texts``
+    strings, ``text_mask`` bool ``(num_texts,)`` True for real texts).
+    """
+    num_classes = len(s.texts)
+    present = np.unique(s.labels)
+    if len(present) > num_texts:
+        present = np.sort(rng.choice(present, num_texts, replace=False))
+    n_neg = num_neg if isinstance(num_neg, int) else int(rng.integers(num_neg[0], num_neg[1] + 1))
+    n_neg = max(0, min(min(num_classes, num_texts) - len(present), n_neg))
+    others = np.setdiff1d(np.arange(num_classes), present)
+    negatives = rng.choice(others, n_neg, replace=False) if n_neg else np.zeros(0, np.int64)
+    chosen = rng.permutation(np.concatenate([present, negatives]).astype(np.int64))
+    position = np.full(num_classes, -1, np.int64)
+    position[chosen] = np.arange(len(chosen))
+    labels = position[s.labels]
+    keep = labels >= 0
+    prompts = [s.texts[c][int(rng.integers(len(s.texts[c])))] for c in chosen]
+    strings = prompts + [padding] * (num_texts - len(prompts))
+    mask = np.arange(num_texts) < len(prompts)
+    sample = Sample(s.image, s.boxes.reshape(-1, 4)[keep], labels[keep], [[p] for p in prompts])
+    return sample, strings, mask
+
+
+@dataclass
+class TrainTransform:
+    """The official training chain for one output image of ``size x size``.
+
+    Stage 1 (``mosaic=True``, four inputs): mosaic -> random_affine(border=-size/2) -> hsv -> hflip
+    -> load_text. Stage 2 (one input): letterbox_sample -> random_affine(no border) -> hsv -> hflip
+    -> load_text. ``affine_scale``: scale range ``1 +- affine_scale`` (official 0.5 for S, 0.9 for
+    M/L/X).
+    """
+
+    size: int = 640
+    affine_scale: float = 0.5
+    num_texts: int = 80
+    min_area_ratio: float = 0.1
+    mosaic: bool = True
+
+    @property
+    def num_inputs(self) -> int:
+        """How many samples ``__call__`` takes: 4 with mosaic, else 1."""
+        return 4 if self.mosaic else 1
+
+    def _finish(self, s: Sample, rng: np.random.Generator, border: int
+                ) -> tuple[Sample, list[str], np.ndarray]:
+        s = random_affine(s, rng, scale=(1 - self.affine_scale, 1 + self.affine_scale),
+                          border=(border, border), out_size=(self.size, self.size),
+                          min_area_ratio=self.min_area_ratio)
+        s = hflip(hsv(s, rng), rng)
+        return load_text(s, rng, num_texts=self.num_texts)
+
+    def stage1(self, samples: list[Sample], rng: np.random.Generator
+               ) -> tuple[Sample, list[str], np.ndarray]:
+        """Mosaic chain: 4 samples -> (sample, ``num_texts`` strings, text_mask)."""
+        return self._finish(mosaic(samples, self.size, rng), rng, -self.size // 2)
+
+    def stage2(self, sample: Sample, rng: np.random.Generator) -> tuple[Sample, list[str], np.ndarray]:
+        """Close-mosaic chain: 1 sample -> (sample, ``num_texts`` strings, text_mask)."""
+        return self._finish(letterbox_sample(sample, self.size), rng, 0)
+
+    def __call__(self, samples: list[Sample], rng: np.random.Generator
+                 ) -> tuple[Sample, list[str], np.ndarray]:
+        if len(samples) != self.num_inputs:
+            raise ValueError(f"TrainTransform(mosaic={self.mosaic}) takes {self.num_inputs} samples, "
+                             f"got {len(samples)}")
+        return self.stage1(samples, rng) if self.mosaic else self.stage2(samples[0], rng)
+
+
+def _to_chw_rgb(image_bgr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image_bgr[..., ::-1].transpose(2, 0, 1)))
+
+
+_cv2_threads_set = False
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Augmented training samples; sample ``i`` is a pure function of (seed, epoch, i).
+
+    ``set_epoch`` and ``close_mosaic`` write to shared memory, so DataLoader workers (persistent or
+    not) see them for every batch fetched after the call: call them before iterating the epoch.
+    """
+
+    def __init__(self, source: RecordSource, transform: TrainTransform, seed: int = 0) -> None:
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+        self._state = torch.zeros(2, dtype=torch.int64).share_memory_()  # [epoch, mosaic closed]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[0])
+
+    @property
+    def mosaic_closed(self) -> bool:
+        return bool(self._state[1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's random stream (the same for any number of workers)."""
+        self._state[0] = int(epoch)
+
+    def close_mosaic(self) -> None:
+        """Switch to stage 2 (no mosaic) for the remaining epochs."""
+        self._state[1] = 1
+
+    def _sample(self, i: int) -> Sample:
+        return Sample.from_record(*self.source.load(i))
+
+    def __getitem__(self, i: int) -> dict:
+        """``image`` uint8 (3, S, S) RGB; ``boxes`` float32 (K, 4) xyxy input pixels; ``labels``
+        int64 (K,) positions in ``texts``; ``texts`` list of ``num_texts`` str; ``text_mask`` bool
+        (num_texts,); ``image_id`` int."""
+        global _cv2_threads_set
+        if not _cv2_threads_set and torch.utils.data.get_worker_info() is not None:
+            # OpenCV's thread pool can deadlock in forked workers and competes with them for cores
+            cv2.setNumThreads(0)
+            _cv2_threads_set = True
+        i = int(i)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        if self.transform.mosaic and not self.mosaic_closed:
+            others = rng.integers(0, len(self), 3)
+            s, texts, mask = self.transform.stage1([self._sample(j) for j in [i, *others.tolist()]], rng)
+        else:
+            s, texts, mask = self.transform.stage2(self._sample(i), rng)
+        return {"image": _to_chw_rgb(s.image), "boxes": torch.from_numpy(s.boxes.astype(np.float32)),
+                "labels": torch.from_numpy(s.labels.astype(np.int64)), "texts": texts,
+                "text_mask": torch.from_numpy(mask), "image_id": self.source.record(i).image_id}
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack :class:`TrainDataset` items; M = the most boxes of any image (0 when none has one).
+
+    Returns ``images`` uint8 (B, 3, S, S) RGB; ``boxes`` float32 (B, M, 4) xyxy, zero-padded;
+    ``labels`` int64 (B, M), -1 padded; ``box_mask`` bool (B, M); ``texts`` B lists of T str;
+    ``text_mask`` bool (B, T); ``image_ids`` list of B int.
+    """
+    m = max(len(item["labels"]) for item in batch)
+    boxes = torch.zeros(len(batch), m, 4, dtype=torch.float32)
+    labels = torch.full((len(batch), m), -1, dtype=torch.int64)
+    box_mask = torch.zeros(len(batch), m, dtype=torch.bool)
+    for b, item in enumerate(batch):
+        k = len(item["labels"])
+        boxes[b, :k] = item["boxes"]
+        labels[b, :k] = item["labels"]
+        box_mask[b, :k] = True
+    return {"images": torch.stack([item["image"] for item in batch]), "boxes": boxes, "labels": labels,
+            "box_mask": box_mask, "texts": [list(item["texts"]) for item in batch],
+            "text_mask": torch.stack([item["text_mask"] for item in batch]),
+            "image_ids": [int(item["image_id"]) for item in batch]}
+
+
+class ValDataset(torch.utils.data.Dataset):
+    """Validation images letterboxed exactly as at inference (:func:`sdk.preprocess.letterbox`)."""
+
+    def __init__(self, dataset: DetectionDataset, size: int) -> None:
+        self.dataset = dataset
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        """``image`` uint8 (3, S, S) RGB; ``info`` :class:`LetterboxInfo` (maps boxes back to the
+        original image); ``image_id`` int."""
+        image, record = self.dataset.load(i)
+        boxed, info = letterbox(image, self.size)
+        return {"image": _to_chw_rgb(boxed), "info": info, "image_id": record.image_id}
+
+
+def val_collate(batch: list[dict]) -> dict:
+    """``images`` uint8 (B, 3, S, S) RGB, ``infos`` list of LetterboxInfo, ``image_ids`` list of int."""
+    return {"images": torch.stack([item["image"] for item in batch]),
+            "infos": [item["info"] for item in batch], "image_ids": [item["image_id"] for item in batch]}
