@@ -10,7 +10,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m sdk.model.demo
+	$(PY) -m training.finetune
+	$(VENV)/bin/yoloworld-predict runs/demo_finetune/data/val --weights runs/demo_finetune/best.pt \
+		--imgsz 256 --out runs/demo_finetune/predict
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .

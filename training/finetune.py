@@ -162,8 +162,10 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
                                min_area_ratio=cfg.min_area_ratio, mosaic=True)
     train_ds = TrainDataset(train_set, transform, seed=cfg.seed)
     sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=rank, world_size=world)
+    # set_epoch/close_mosaic reach persistent workers through shared memory (training/transforms.py)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                        collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda")
+                        collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.workers > 0)
     accumulate = max(round(cfg.total_batch_size / (cfg.batch_size * world)), 1)
     micro_per_epoch = len(sampler) // cfg.batch_size
     if micro_per_epoch < accumulate:

@@ -54,18 +54,24 @@ def test_resume_reproduces_uninterrupted_run(data_yaml, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_model_learns(data_yaml, tmp_path):
-    """Overfit: 16 images, no mosaic; the loss falls at least 3x and mAP50 on the training
-    images' twins (val split of the same generator) rises above 0.3."""
+def test_tiny_model_overfits_its_training_images(data_yaml, tmp_path):
+    """16 images, no mosaic (affine, HSV and flip stay on), validated on the same 16 images, 30
+    epochs: the loss falls at least 4x (measured 6.3x) and mAP50 reaches 0.45 (measured 0.58)."""
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text())
+    spec["val"] = spec["train"]
+    overfit = data_yaml.with_name("overfit.yaml")
+    overfit.write_text(yaml.safe_dump(spec))
     out = tmp_path / "fit"
-    args = [*SMALL, "--data", str(data_yaml), "--epochs", "30", "--close-mosaic", "30",
+    args = [*SMALL, "--data", str(overfit), "--epochs", "30", "--close-mosaic", "30",
             "--val-interval", "10", "--output", str(out), "--lr", "0.004"]
     assert main(args) == 0
     rows = read_log(out)
     first = sum(float(rows[0][k]) for k in ("loss_cls", "loss_box", "loss_dfl"))
     last = sum(float(rows[-1][k]) for k in ("loss_cls", "loss_box", "loss_dfl"))
-    assert last < first / 3, (first, last)
-    assert float(rows[-1]["mAP50"]) > 0.3, rows[-1]
+    assert last < first / 4, (first, last)
+    assert float(rows[-1]["mAP50"]) >= 0.45, rows[-1]
 
 
 def test_amp_bf16_matches_fp32(data_yaml, tmp_path):
@@ -156,3 +162,29 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(data_yaml, tmp_path, monkeyp
     assert main([*common[:-2], "--output", str(out), "--epochs", "2", "--resume"]) == 3
     assert "non-finite loss" in capsys.readouterr().err
     assert (out / "last.pt").read_bytes() == before
+
+
+def test_sigterm_saves_then_stops(data_yaml, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "term"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "training.finetune", *SMALL, "--data", str(data_yaml),
+                             "--epochs", "50", "--val-interval", "100", "--output", str(out)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM: saving" in err
+    _, meta = load_checkpoint_with_meta(out / "last.pt")
+    state = meta["train"]["state"]
+    assert state["epoch"] >= 1 and state["global_step"] == state["epoch"] * 4 + state["step_in_epoch"]
