@@ -161,6 +161,21 @@ class TextCSPLayer(CSPLayerWithTwoConv):
         return self.final_conv(torch.cat(ys, 1))
 
 
+def adaptive_max_pool(x: Tensor, size: int) -> Tensor:
+    """``adaptive_max_pool2d(x, size).flatten(2)`` as explicit slices: bin i spans
+    ``[floor(i S / size), ceil((i + 1) S / size))`` (overlapping when S % size != 0). Same values;
+    exports to plain Slice/ReduceMax for any input size (ONNX's adaptive pooling needs S % size == 0).
+    -> ``(B, C, size * size)``, row-major bins."""
+    h, w = x.shape[2], x.shape[3]
+    bins = []
+    for i in range(size):
+        for j in range(size):
+            y0, y1 = (i * h) // size, -((-(i + 1) * h) // size)
+            x0, x1 = (j * w) // size, -((-(j + 1) * w) // size)
+            bins.append(x[:, :, y0:y1, x0:x1].amax(dim=(2, 3)))
+    return torch.stack(bins, dim=2)
+
+
 class ImagePoolingAttention(nn.Module):
     """v1 text enhancer: texts attend to 3x3 max-pooled tokens of the three feature maps.
 
@@ -184,10 +199,7 @@ class ImagePoolingAttention(nn.Module):
         b = feats[0].shape[0]
         if text.dim() == 2:
             text = text.expand(b, -1, -1)
-        tokens = [
-            F.adaptive_max_pool2d(proj(x), self.pool_size).flatten(2)  # (B, E, 9)
-            for proj, x in zip(self.projections, feats, strict=True)
-        ]
+        tokens = [adaptive_max_pool(proj(x), self.pool_size) for proj, x in zip(self.projections, feats, strict=True)]
         tokens = torch.cat(tokens, 2).transpose(1, 2)  # (B, 27, E)
         m, d = self.num_heads, self.head_channels
         q = self.query(text).unflatten(-1, (m, d)).transpose(1, 2)  # (B, m, N, d)

@@ -182,6 +182,13 @@ class YoloWorld(nn.Module):
                              f"{images.shape[0]}")
         return self.forward_head(self.forward_features(images, text_embeds), text_embeds)
 
+    def fold_text_embeddings(self, text_embeds: Tensor, fuse_bn: bool = True) -> nn.Module:
+        """A copy with this vocabulary ``(N, D)`` folded into weights and no text encoder:
+        ``forward(images) -> HeadOutputs`` (see ``sdk.model.folded``)."""
+        from .folded import fold_text_embeddings
+
+        return fold_text_embeddings(self, text_embeds, fuse_bn)
+
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> Tensor:
         """CLIP text embeddings, float32 ``(N, D)``, L2-normalised; cached per (weights, text)."""
