@@ -12,16 +12,19 @@ import numpy as np
 from .detections import Detections
 from .errors import VocabularyError
 from .images import ImageSource, expand_sources, load
-from .postprocess import STRIDES, decode_head_outputs, postprocess_image
+from .postprocess import STRIDES, decode_head_outputs, postprocess_image, unpack_nms_outputs
 from .preprocess import preprocess
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
 
 
-def _open_backend(weights: str | os.PathLike, device: str):
+def _open_backend(weights: str | os.PathLike, device: str):  # -> a Backend
     suffix = Path(weights).suffix.lower()
-    if suffix in (".onnx", ".engine", ".plan"):
-        raise NotImplementedError(f"{weights}: the ONNX Runtime / TensorRT backends come with the "
-                                  f"export issue; load a .pth/.pt checkpoint for now")
+    if suffix == ".onnx":
+        from .backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(weights, device)
+    if suffix in (".engine", ".plan"):
+        raise NotImplementedError(f"{weights}: the TensorRT backend is not implemented yet")
     from .backends.torch import TorchBackend  # imports torch only here
 
     return TorchBackend(weights, device)
@@ -57,6 +60,16 @@ class Detector:
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.agnostic = agnostic
         self.backend = _open_backend(weights, device)
+        manifest = getattr(self.backend, "manifest", None)
+        if manifest is not None and not manifest.open_vocabulary:
+            # an exported artifact: size and vocabulary come from its manifest
+            self.imgsz = manifest.imgsz[0]
+            fixed = Vocabulary.from_any(manifest.prompts, manifest.prompt_merge)  # type: ignore[arg-type]
+            if classes is not None and Vocabulary.from_any(classes).names != fixed.names:
+                raise VocabularyError(f"{weights} has its vocabulary folded in: {fixed.names}; "
+                                      f"re-export it with yoloworld-export for other classes")
+            self.vocabulary = fixed
+            return
         if classes is None:
             stored = getattr(self.backend, "meta", {}).get("vocabulary")
             if not stored:
@@ -110,20 +123,22 @@ class Detector:
         t1 = time.perf_counter()
         raw = self.backend.infer(batch)
         t2 = time.perf_counter()
-        if "scores" in raw:
-            scores, boxes = raw["scores"], raw["boxes"]
-        else:
-            n = len(STRIDES)
-            scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
-                                                [raw[f"box_dists_{i}"] for i in range(n)])
-        scores = self.vocabulary.reduce_scores(scores)
         names = np.asarray(self.vocabulary.names)
         out = []
-        for b, ((_, source), info) in enumerate(zip(loaded, infos, strict=True)):
-            xyxy, score, cls = postprocess_image(scores[b], boxes[b], info, conf, iou, max_det,
-                                                 self.agnostic)
-            out.append(Detections(xyxy, score, cls, names[cls], {"source": source,
-                                                                  "image_hw": info.orig_hw}))
+        if "num_dets" in raw:  # end-to-end artifact: NMS ran in the graph
+            per_image = [unpack_nms_outputs(raw, b, info, conf, max_det) for b, info in enumerate(infos)]
+        else:
+            if "scores" in raw:  # exported raw form: decoded, one column per class
+                scores, boxes = raw["scores"], raw["boxes"]
+            else:
+                n = len(STRIDES)
+                scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
+                                                    [raw[f"box_dists_{i}"] for i in range(n)])
+                scores = self.vocabulary.reduce_scores(scores)
+            per_image = [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, self.agnostic)
+                         for b, info in enumerate(infos)]
+        for (xyxy, score, cls), (_, source), info in zip(per_image, loaded, infos, strict=True):
+            out.append(Detections(xyxy, score, cls, names[cls], {"source": source, "image_hw": info.orig_hw}))
         t3 = time.perf_counter()
         speed = {"preprocess": (t1 - t0) * 1e3 / len(chunk), "inference": (t2 - t1) * 1e3 / len(chunk),
                  "postprocess": (t3 - t2) * 1e3 / len(chunk)}

@@ -80,3 +80,18 @@ def postprocess_image(scores: np.ndarray, boxes: np.ndarray, info: LetterboxInfo
     np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
     np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
     return xyxy, values.astype(np.float32), labels
+
+
+def unpack_nms_outputs(raw: dict[str, np.ndarray], b: int, info: LetterboxInfo, conf: float, max_det: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``b`` of an end-to-end artifact's padded outputs (``num_dets``, ``det_boxes``,
+    ``det_scores``, ``det_classes``) -> original-image xyxy, confidence, class_id (best first).
+    ``conf``/``max_det`` can only tighten what the graph applied."""
+    k = int(np.asarray(raw["num_dets"][b]).reshape(-1)[0])
+    scores = raw["det_scores"][b, :k].astype(np.float32)
+    keep = np.flatnonzero(scores > conf)[:max_det]
+    xyxy = info.boxes_to_original(raw["det_boxes"][b, keep])
+    h, w = info.orig_hw
+    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
+    return xyxy, scores[keep], raw["det_classes"][b, keep].astype(np.int64)

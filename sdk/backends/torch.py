@@ -28,17 +28,7 @@ class TorchBackend:
         self._text: Any = None
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """Stored embeddings first (prompt-tuned rows, or all rows of a model trained without its
-        text encoder), the text encoder for everything else."""
-        stored = self.meta.get("text_embeddings") or {}
-        missing = [t for t in texts if t not in stored]
-        if missing and self.model.text_encoder is None:
-            raise VocabularyError(
-                f"this checkpoint has no text encoder (fixed-vocabulary fine-tuning), so it only "
-                f"knows its own prompts: {sorted(stored)[:20]}; unknown: {missing[:5]}")
-        encoded = dict(zip(missing, self.model.encode_text(missing).cpu().numpy(), strict=True)) \
-            if missing else {}
-        return np.stack([np.asarray(stored[t], np.float32) if t in stored else encoded[t] for t in texts])
+        return encode_texts(self.model, self.meta.get("text_embeddings"), texts)
 
     def set_text(self, text_embeds: np.ndarray) -> None:
         self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device)
@@ -55,3 +45,16 @@ class TorchBackend:
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def encode_texts(model: Any, stored: dict[str, Any] | None, texts: list[str]) -> np.ndarray:
+    """L2-normalised ``(N, D)`` float32: stored embeddings first (prompt-tuned rows, or every row of a
+    model trained without its text encoder), the model's text encoder for everything else."""
+    stored = stored or {}
+    missing = [t for t in texts if t not in stored]
+    if missing and model.text_encoder is None:
+        raise VocabularyError(
+            f"this checkpoint has no text encoder (fixed-vocabulary fine-tuning), so it only knows its "
+            f"own prompts: {sorted(stored)[:20]}; unknown: {missing[:5]}")
+    encoded = dict(zip(missing, model.encode_text(missing).cpu().numpy(), strict=True)) if missing else {}
+    return np.stack([np.asarray(stored[t], np.float32) if t in stored else encoded[t] for t in texts])
