@@ -170,8 +170,10 @@ def adaptive_max_pool(x: Tensor, size: int) -> Tensor:
     bins = []
     for i in range(size):
         for j in range(size):
-            y0, y1 = (i * h) // size, -((-(i + 1) * h) // size)
-            x0, x1 = (j * w) // size, -((-(j + 1) * w) // size)
+            # ceil as (a + size - 1) // size: non-negative operands, so a traced integer division
+            # (ONNX Div truncates) is exact too
+            y0, y1 = (i * h) // size, ((i + 1) * h + size - 1) // size
+            x0, x1 = (j * w) // size, ((j + 1) * w + size - 1) // size
             bins.append(x[:, :, y0:y1, x0:x1].amax(dim=(2, 3)))
     return torch.stack(bins, dim=2)
 

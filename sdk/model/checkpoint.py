@@ -62,6 +62,11 @@ def _read(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # neither a zip nor a pickle: ONNX, image, text...
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (an exported .onnx/.engine goes to "
+                                  f"sdk.Detector directly)") from None
         raise CheckpointError(
             f"{path}: holds Python objects other than tensors and plain containers; refusing to "
             f"unpickle it (weights_only=True). Official releases and this SDK's files never do. "

@@ -1,0 +1,142 @@
+"""Raw-form ONNX export: parity with PyTorch, metadata, prompt merging, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from parity import assert_same_detections
+
+from export.main import main as export_main
+from export.onnx_export import export_onnx
+from sdk import Detector, YoloWorldError
+from sdk.backends.torch import encode_texts
+from sdk.manifest import read_manifest, sidecar_path
+from sdk.model import load_checkpoint
+from sdk.vocabulary import Vocabulary
+
+CLASSES = ["person", "red car", "a dog"]
+
+
+def export(ckpt, path, classes=CLASSES, merge="first", pad=False, **kw):
+    model = load_checkpoint(ckpt)
+    vocab = Vocabulary.from_any(classes, merge, pad)
+    emb = vocab.embeddings(lambda t: encode_texts(model, None, t))
+    return export_onnx(model, vocab, emb, path, imgsz=160, log=lambda *_: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model fine-tuned for a few epochs on the generated shapes (realistic weights)."""
+    from training.finetune import main as finetune
+    from training.synthetic import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_shapes_dataset(root / "data", num_train=16, num_val=4, size=128, seed=0)
+    assert finetune(["--model", "tiny", "--data", str(data), "--imgsz", "160", "--epochs", "10",
+                     "--batch-size", "4", "--total-batch-size", "4", "--workers", "0", "--num-texts", "6",
+                     "--min-size", "0", "--lr", "0.004", "--warmup-min-iters", "2", "--warmup-epochs", "0",
+                     "--val-interval", "100", "--close-mosaic", "10", "--output", str(root / "run")]) == 0
+    return root / "run" / "last.pt", sorted((root / "data" / "val").iterdir())
+
+
+def test_onnx_runtime_equals_pytorch_on_trained_weights(trained, images, tmp_path):
+    """The issue's bar: same classes, boxes within 1e-3 px (measured ~2e-5 px)."""
+    ckpt, val_images = trained
+    path = tmp_path / "m.onnx"
+    export(ckpt, path, classes=["red circle", "green square", "blue triangle", "yellow star"], verify_batches=(1, 3))
+    got = Detector(path, conf=0.01).predict(val_images + images, batch_size=3)
+    ref = Detector(ckpt, imgsz=160, conf=0.01).predict(val_images + images, batch_size=3)
+    assert sum(len(r) for r in ref) > 5
+    for a, b in zip(got, ref, strict=True):
+        assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["v2", "v1", "efficient_l2"])
+def test_onnx_runtime_equals_pytorch_detector(tiny_checkpoints, images, tmp_path, variant):
+    """Random calibrated weights have DFL logits in the tens, so folding BN and the head changes
+    boxes by up to ~0.01 px and scores by ~1e-4; near-tied candidates can then swap at the NMS
+    boundary (measured: 296/300 to 129/129 matched per image)."""
+    from parity import match_detections
+
+    path = tmp_path / "m.onnx"
+    manifest = export(tiny_checkpoints[variant], path, verify_batches=(1, 3))
+    assert manifest.output_names == ("scores", "boxes") and manifest.dynamic_batch
+    onnx_det = Detector(path, conf=0.05)
+    torch_det = Detector(tiny_checkpoints[variant], classes=CLASSES, imgsz=160, conf=0.05)
+    assert onnx_det.class_names == CLASSES and onnx_det.imgsz == 160
+    got, ref = onnx_det.predict(images, batch_size=3), torch_det.predict(images, batch_size=3)
+    assert sum(len(r) for r in ref) > 10
+    for a, b in zip(got, ref, strict=True):
+        assert abs(len(a) - len(b)) <= 2
+        n = match_detections(a.xyxy, a.confidence, a.class_id, b.xyxy, b.confidence, b.class_id, 0.05, 2e-4)
+        assert n >= 0.97 * len(b), (n, len(b))
+
+
+def test_graph_and_metadata(tiny_checkpoints, tmp_path):
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    manifest = export(tiny_checkpoints["v2"], path, source_sha256="abc")
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Einsum" not in ops and "Conv" in ops
+    assert proto.opset_import[0].version == 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+    side = read_manifest(path)
+    sidecar_path(path).unlink()
+    meta = read_manifest(path)  # from metadata_props
+    assert side == meta == manifest
+    assert meta.class_names == CLASSES and meta.imgsz == (160, 160) and meta.source_checkpoint_sha256 == "abc"
+    assert meta.pad_value == 114 and meta.scale == pytest.approx(1 / 255) and meta.channel_order == "RGB"
+    assert len(meta.embedding_sha256) == 64 and meta.versions["opset"] == "17"
+
+
+def test_prompt_merge_and_padding_in_graph(trained, tmp_path):
+    ckpt, val_images = trained
+    prompts = [["red circle", "red disk"], ["green square"], ["blue triangle", "blue pyramid", "triangle"],
+               ["yellow star"]]
+    path = tmp_path / "max.onnx"
+    export(ckpt, path, classes=prompts, merge="max", pad=True)
+    got = Detector(path, conf=0.01).predict(val_images)
+    ref = Detector(ckpt, classes=prompts, imgsz=160, conf=0.01, prompt_merge="max", pad_prompt=True
+                   ).predict(val_images)
+    assert sum(len(r) for r in ref) > 5
+    for a, b in zip(got, ref, strict=True):
+        assert set(a.class_id.tolist()) <= {0, 1, 2, 3}
+        assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5)
+
+
+def test_static_batch_and_fixed_vocabulary(tiny_checkpoints, images, tmp_path):
+    path = tmp_path / "static.onnx"
+    export(tiny_checkpoints["efficient"], path, dynamic_batch=False)
+    det = Detector(path)
+    with pytest.raises(YoloWorldError, match="static batch of 1"):
+        det.predict(images[:2], batch_size=2)
+    assert len(det.predict(images[:2], batch_size=1)) == 2
+    with pytest.raises(YoloWorldError, match="vocabulary folded in"):
+        Detector(path, classes=["zebra"])
+
+
+def test_cli_export_and_errors(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert export_main(["--weights", str(tiny_checkpoints["v2"]), "--classes", "person,car",
+                        "--output", str(out), "--imgsz", "160"]) == 0
+    log = capsys.readouterr().out
+    assert "check batch 2" in log and "wrote" in log
+    assert json.loads(sidecar_path(out).read_text())["class_names"] == ["person", "car"]
+    bad = [
+        (["--classes", str(tmp_path / "nope.json")], "does not exist"),  # unknown class-text file
+        (["--classes", " , "], "non-empty"),  # empty vocabulary
+        (["--output", str(tmp_path / "missing_dir" / "m.onnx")], "does not exist"),  # unwritable output
+        (["--weights", str(out)], "checkpoint"),  # not a checkpoint at all
+    ]
+    for extra, match in bad:
+        args = {"--weights": str(tiny_checkpoints["v2"]), "--classes": "a", "--output": str(tmp_path / "x.onnx"),
+                "--imgsz": "160"}
+        args.update(dict(zip(extra[::2], extra[1::2], strict=True)))
+        assert export_main([t for kv in args.items() for t in kv]) == 2, extra
+        assert match in capsys.readouterr().err, extra
+        assert not (tmp_path / "x.onnx").exists()
+    assert np.all([p.suffix != ".tmp" for p in tmp_path.iterdir()])
