@@ -81,11 +81,18 @@ def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndar
 def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, path: str | os.PathLike,
                 imgsz: int = 640, opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32,
                 simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
-                verify_batches: tuple[int, ...] = (1, 2), log: Any = print) -> Manifest:
-    """Write ``path`` (raw output form: ``scores``, ``boxes``) and its ``.json`` sidecar atomically;
-    check it with the ONNX checker and ONNX Runtime against PyTorch at ``verify_batches``."""
+                verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: str = "raw") -> Manifest:
+    """Write ``path`` and its ``.json`` sidecar atomically; check it with the ONNX checker and ONNX
+    Runtime against PyTorch at ``verify_batches``.
+
+    ``output_form``: ``"raw"`` (``scores``, ``boxes``), or NMS in the graph with ``nms``'s settings
+    (``export.nms_graph``): ``"nms"`` (standard ONNX ops; verified against the host NMS on the same
+    raw tensors) or ``"trt_nms"`` (TensorRT's EfficientNMS plugin; ONNX Runtime cannot run it, so only
+    the raw graph under it is verified)."""
     import onnx
 
+    if output_form not in ("raw", "nms", "trt_nms"):
+        raise ExportError(f"output_form must be 'raw', 'nms' or 'trt_nms', got {output_form!r}")
     if imgsz % 32:
         raise ExportError(f"imgsz must be a multiple of 32, got {imgsz}")
     path = Path(path)
@@ -114,10 +121,19 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     bad = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Einsum", "ATen")})
     if bad:
         raise ExportError(f"the graph contains unsupported ops {bad}")
+    nms = nms or NmsSettings()
+    raw_proto = proto
+    if output_form != "raw":
+        from .nms_graph import append_nms
+
+        proto = append_nms(raw_proto, nms, output_form)
+        log(f"appended {output_form} (conf {nms.conf}, iou {nms.iou}, max_det {nms.max_det}, "
+            f"agnostic {nms.agnostic}): {len(proto.graph.node)} nodes")
     manifest = Manifest(
         class_names=vocab.names, prompts=[list(p) for p in vocab.prompts], prompt_merge=vocab.merge,
-        embedding_sha256=embedding_sha256(text_embeds), imgsz=(imgsz, imgsz), output_form="raw",
-        nms=nms or NmsSettings(), dynamic_batch=dynamic_batch, max_batch=max_batch if dynamic_batch else 1,
+        embedding_sha256=embedding_sha256(text_embeds), imgsz=(imgsz, imgsz), output_form=output_form,
+        output_names=tuple(o.name for o in proto.graph.output), nms=nms, dynamic_batch=dynamic_batch,
+        max_batch=max_batch if dynamic_batch else 1,
         source_checkpoint_sha256=source_sha256, model=model.config.to_dict(),
         versions={"yoloworld_sdk": sdk.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                   "opset": str(opset)},
@@ -128,12 +144,28 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     onnx.checker.check_model(proto)
     from sdk.atomic import atomic_path
 
+    batches = verify_batches if dynamic_batch else (1,)
     with atomic_path(path) as tmp_path:
-        onnx.save(proto, str(tmp_path))
-        diffs = verify_onnx(tmp_path, deploy, imgsz, verify_batches if dynamic_batch else (1,))
+        if output_form == "nms":
+            from .nms_graph import verify_nms_onnx
+
+            onnx.save(proto, str(tmp_path))
+            report = verify_nms_onnx(proto, deploy, imgsz, batches, nms)
+            diffs = {bs: (ds, db) for bs, (ds, db, _) in report.items()}
+        else:  # raw, or trt_nms: ONNX Runtime runs the raw graph under the plugin node
+            onnx.save(raw_proto, str(tmp_path))
+            diffs = verify_onnx(tmp_path, deploy, imgsz, batches)
+            report = {}
+            if output_form == "trt_nms":
+                onnx.save(proto, str(tmp_path))
     write_sidecar(manifest, path)
     for bs, (ds, db) in diffs.items():
         log(f"check batch {bs}: ONNX Runtime vs PyTorch max |d score| {ds:.2e}, max |d box| {db:.2e} px")
+        if bs in report:
+            log(f"check batch {bs}: in-graph NMS == host NMS, detections per image {report[bs][2]}")
+    if output_form == "trt_nms":
+        log("EfficientNMS_TRT not run: ONNX Runtime cannot execute the TensorRT plugin; verified the raw "
+            "graph under it only (the NMS itself is checked when a TensorRT engine is built)")
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json in "
         f"{time.perf_counter() - t0:.1f} s")
     return manifest
