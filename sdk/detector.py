@@ -31,10 +31,11 @@ def _open_backend(weights: str | os.PathLike, device: str):  # -> a Backend
 
 
 class Detector:
-    """Open-vocabulary detector on a checkpoint (official ``.pth`` or this SDK's ``.pt``).
+    """Open-vocabulary detector on a checkpoint (official ``.pth`` or this SDK's ``.pt``) or an export.
 
     Args:
-        weights: checkpoint path.
+        weights: checkpoint path, or an exported ``.onnx`` (a fixed-vocabulary export knows only its
+            own classes; an open-vocabulary export takes any ``classes`` up to its capacity, torch-free).
         classes: class names, ``"a,b,c"``, a class-text JSON path (one prompt list per class), or a
             :class:`Vocabulary`. Defaults to the vocabulary stored in an own checkpoint.
         device: ``"cpu"`` or ``"cuda[:i]"``.
@@ -61,6 +62,11 @@ class Detector:
         self.agnostic = agnostic
         self.backend = _open_backend(weights, device)
         manifest = getattr(self.backend, "manifest", None)
+        # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
+        # padded to its vocabulary capacity
+        self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
+        if self._capacity:
+            self.imgsz = manifest.imgsz[0]
         if manifest is not None and not manifest.open_vocabulary:
             # an exported artifact: size and vocabulary come from its manifest
             self.imgsz = manifest.imgsz[0]
@@ -90,6 +96,11 @@ class Detector:
         merge = prompt_merge or (old.merge if old else "first")
         pad = pad_prompt if pad_prompt is not None else (old.pad_prompt if old else False)
         vocab = Vocabulary.from_any(classes, merge, pad)
+        if self._capacity and len(vocab.model_texts()) > self._capacity:
+            raise VocabularyError(
+                f"{len(vocab)} classes need {len(vocab.model_texts())} text slots (prompt_merge={merge!r}, "
+                f"pad_prompt={pad}) but this model was exported with a vocabulary capacity of "
+                f"{self._capacity}; re-export it with a larger capacity")
         self.backend.set_text(vocab.embeddings(self.backend.encode_text))
         self.vocabulary = vocab
 
@@ -130,6 +141,8 @@ class Detector:
         else:
             if "scores" in raw:  # exported raw form: decoded, one column per class
                 scores, boxes = raw["scores"], raw["boxes"]
+                if self._capacity:  # open vocabulary: the vocabulary's columns, then merged per class
+                    scores = self.vocabulary.reduce_scores(scores[..., :len(self.vocabulary.model_texts())])
             else:
                 n = len(STRIDES)
                 scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],

@@ -1,0 +1,293 @@
+"""Open-vocabulary export: the vocabulary stays an input, so classes change after export without torch.
+
+Graph (``<stem>.onnx``)::
+
+    images       float32 (B, 3, S, S)   RGB [0, 1], letterboxed (as every export)
+    text_embeds  float32 (K, D)         L2-normalised prompt embeddings, one vocabulary for the batch
+    text_mask    float32 (K,)           1 = slot in use, 0 = padding
+    -> scores    float32 (B, A, K)      sigmoid; 0 exactly in padded slots
+       boxes     float32 (B, A, 4)      xyxy input pixels
+
+K is the fixed ``vocab_capacity``. Padded slots influence nothing: the VL-PAN's max-sigmoid attention
+takes its max over the texts with padded slots set to -inf first; v1's image-pooling attention
+updates every text on its own (a padded text changes no other) and feeds only the bottom-up path;
+the contrastive head (given the input text, as ``YoloWorld.forward``) is per text; padded logits are
+-inf, so their scores are 0. The image side is the model's own trained modules (optionally with
+BatchNorm fused into the convs); only the text-mixing step is rewritten, as a function over those
+modules. The export checks the graph twice: the PyTorch wrapper against ``YoloWorld.forward`` on the
+slots in use, and ONNX Runtime against the wrapper (random unit vectors in the padded slots).
+``<stem>.text_encoder.onnx`` (token ids -> embeddings, see ``export.text_encoder``) and CLIP's BPE
+vocabulary are written beside it, and the manifest names both (``extra["text_encoder"]``,
+``extra["tokenizer_vocab"]``), relative to the artifact's folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sdk
+from sdk.atomic import atomic_path
+from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, write_sidecar
+from sdk.model import YoloWorld
+from sdk.model.blocks import MaxSigmoidAttnBlock, TextCSPLayer
+from sdk.model.folded import fuse_conv_bn
+from sdk.model.yoloworld import HeadOutputs
+from sdk.tokenizer import VOCAB_FILE
+
+from .deploy import DeployModel
+from .onnx_export import BOX_ATOL_PX, SCORE_ATOL, ExportError, check_images, file_sha256
+from .text_encoder import export_text_encoder
+
+TEXT_INPUTS = ("text_embeds", "text_mask")
+# prompts the self-check encodes (with the checkpoint's own text encoder)
+CHECK_PROMPTS = ("person", "red car", "a dog", "traffic light", "yellow star", "bus", "cat", "bicycle")
+
+
+def masked_max_sigmoid(block: MaxSigmoidAttnBlock, x: Tensor, text: Tensor, valid: Tensor) -> Tensor:
+    """``block(x, text)`` with the max over texts restricted to ``valid`` (K,) slots.
+
+    text: ``(K, D)`` shared or ``(B, K, D)`` per image. MatMul form (no text-dependent conv weights).
+    """
+    b, c, h, w = x.shape
+    m, d = block.num_heads, block.head_channels
+    guide = block.guide_fc(text)
+    if guide.dim() == 2:
+        guide = guide[None]  # (1, K, E): broadcast over the batch
+    guide = guide.unflatten(-1, (m, d)).transpose(1, 2)  # (1|B, m, K, d)
+    attn = torch.matmul(guide, x.reshape(b, m, d, h * w))  # (B, m, K, HW)
+    attn = attn.masked_fill(~valid[:, None], float("-inf")).amax(dim=2).reshape(b, m, h, w)
+    attn = (attn / math.sqrt(d) + block.bias[None, :, None, None]).sigmoid()
+    out = block.project_conv(x).reshape(b, m, c // m, h, w) * attn[:, :, None]
+    return out.reshape(b, c, h, w)
+
+
+def _text_csp(layer: TextCSPLayer, x: Tensor, text: Tensor, valid: Tensor) -> Tensor:
+    """``TextCSPLayer.forward`` with the masked attention (the efficient neck ignores the text)."""
+    ys = layer._branches(x)
+    block = layer.attn_block
+    ys.append(masked_max_sigmoid(block, ys[-1], text, valid) if isinstance(block, MaxSigmoidAttnBlock)
+              else block(ys[-1]))
+    return layer.final_conv(torch.cat(ys, 1))
+
+
+class MaskedYoloWorld(nn.Module):
+    """``forward(images, text (K, D), valid (K,) bool) -> HeadOutputs`` (logits not yet masked); a
+    copy of the model's backbone, neck and head (no text encoder)."""
+
+    def __init__(self, model: YoloWorld, fuse_bn: bool = True) -> None:
+        super().__init__()
+        self.config = model.config
+        self.backbone = copy.deepcopy(model.backbone)
+        self.neck = copy.deepcopy(model.neck)
+        self.head = copy.deepcopy(model.head)
+        if fuse_bn:
+            fuse_conv_bn(self)
+        self.eval()
+
+    def forward(self, images: Tensor, text: Tensor, valid: Tensor) -> HeadOutputs:
+        neck = self.neck
+        c3, c4, c5 = self.backbone(images)
+        t4 = _text_csp(neck.top_down_layers[0], torch.cat((F.interpolate(c5, scale_factor=2.0), c4), 1),
+                       text, valid)
+        p3 = _text_csp(neck.top_down_layers[1], torch.cat((F.interpolate(t4, scale_factor=2.0), c3), 1),
+                       text, valid)
+        up = text
+        if neck.text_enhancer is not None:  # per-text update: padded slots stay out of the real ones
+            up = neck.text_enhancer(text, [p3, t4, c5])  # (B, K, D), the bottom-up path only
+        p4 = _text_csp(neck.bottom_up_layers[0], torch.cat((neck.downsample_layers[0](p3), t4), 1), up, valid)
+        p5 = _text_csp(neck.bottom_up_layers[1], torch.cat((neck.downsample_layers[1](p4), c5), 1), up, valid)
+        # the head sees the input text (as YoloWorld.forward), in the MatMul form: (1, K, D) broadcasts
+        return self.head([p3, p4, p5], text[None])
+
+
+class OpenVocabDeployModel(DeployModel):
+    """``forward(images, text_embeds, text_mask) -> (scores (B, A, K), boxes (B, A, 4))``."""
+
+    def __init__(self, model: YoloWorld, imgsz: int, fuse_bn: bool = True) -> None:
+        super().__init__(MaskedYoloWorld(model, fuse_bn), imgsz, model.config.reg_max)
+
+    def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
+        valid = text_mask > 0.5 if text_mask.dtype != torch.bool else text_mask
+        out = self.folded(images, text_embeds, valid)
+        logits = torch.cat([t.flatten(2) for t in out.cls_logits], 2)  # (B, K, A)
+        logits = logits.masked_fill(~valid[None, :, None], float("-inf"))
+        scores = logits.sigmoid().transpose(1, 2)  # (B, A, K)
+        dists = []
+        for t in out.box_dists:
+            b, _, h, w = t.shape
+            p = t.reshape(b, 4, self.reg_max, h * w).softmax(2)
+            dists.append((p * self.bins).sum(2))  # (B, 4, HW) expected bin, stride units
+        ltrb = torch.cat(dists, 2).transpose(1, 2) * self.strides  # (B, A, 4) pixels
+        boxes = torch.cat((self.points - ltrb[..., :2], self.points + ltrb[..., 2:]), -1)
+        return scores, boxes
+
+
+def text_encoder_path(path: str | os.PathLike) -> Path:
+    """``dir/model_ov.onnx`` -> ``dir/model_ov.text_encoder.onnx``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.text_encoder.onnx")
+
+
+def check_texts(model: YoloWorld, capacity: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Self-check vocabularies ``(text_embeds (K, D), text_mask (K,))``: a few real prompts with the
+    padded slots filled with random unit vectors (they must not matter), and every slot in use."""
+    rs = np.random.RandomState(0)
+    d = model.config.text_channels
+    real = model.encode_text(list(CHECK_PROMPTS)).cpu().numpy()
+    noise = rs.randn(capacity, d).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    n = min(3, capacity)
+    partial = noise.copy()
+    partial[:n] = real[:n]
+    full = np.concatenate([real, noise])[:capacity]
+    mask = np.zeros(capacity, np.float32)
+    mask[:n] = 1
+    return [(partial, mask), (full, np.ones(capacity, np.float32))]
+
+
+def check_against_model(model: YoloWorld, deploy: OpenVocabDeployModel, images: np.ndarray,
+                        texts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """The masked wrapper (PyTorch) vs ``model(images, text_embeds[mask])`` decoded: max |score| and
+    |box| differences over the slots in use; raises :class:`ExportError` beyond the export tolerances
+    (BatchNorm fusion and the MatMul form only change the rounding)."""
+    from sdk.postprocess import decode_head_outputs
+
+    worst_s = worst_b = 0.0
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        for emb, mask in texts:
+            used = mask > 0.5
+            out = model(x, torch.from_numpy(emb[used]))
+            ref_s, ref_b = decode_head_outputs([t.numpy() for t in out.cls_logits], [t.numpy() for t in out.box_dists])
+            scores, boxes = (t.numpy() for t in deploy(x, torch.from_numpy(emb), torch.from_numpy(mask)))
+            worst_s = max(worst_s, float(np.abs(scores[..., used] - ref_s).max()))
+            worst_b = max(worst_b, float(np.abs(boxes - ref_b).max()))
+    if not (worst_s <= SCORE_ATOL and worst_b <= BOX_ATOL_PX):
+        raise ExportError(f"the open-vocabulary graph disagrees with the model: max |d score| {worst_s:.3g} "
+                          f"(tolerance {SCORE_ATOL}), max |d box| {worst_b:.3g} px (tolerance {BOX_ATOL_PX})")
+    return worst_s, worst_b
+
+
+def verify_open_vocab(path: str | os.PathLike, deploy: OpenVocabDeployModel, imgsz: int,
+                      texts: list[tuple[np.ndarray, np.ndarray]], batches: tuple[int, ...]
+                      ) -> dict[tuple[int, int], tuple[float, float]]:
+    """Max |score| and |box| differences ONNX Runtime (CPU) vs PyTorch per (vocabulary, batch); raises
+    :class:`ExportError` beyond ``SCORE_ATOL`` / ``BOX_ATOL_PX`` or if a padded slot scores above 0."""
+    import onnxruntime as ort
+
+    images = check_images(imgsz, max(batches))
+    refs = {}
+    with torch.no_grad():  # every PyTorch reference before ORT's threads start spinning
+        for v, (emb, mask) in enumerate(texts):
+            for bs in batches:
+                refs[v, bs] = [t.numpy() for t in deploy(torch.from_numpy(images[:bs]), torch.from_numpy(emb),
+                                                         torch.from_numpy(mask))]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = {}
+    for (v, bs), (ref_s, ref_b) in refs.items():
+        emb, mask = texts[v]
+        scores, boxes = session.run(["scores", "boxes"], {"images": images[:bs], "text_embeds": emb,
+                                                          "text_mask": mask})
+        ds, db = float(np.abs(scores - ref_s).max()), float(np.abs(boxes - ref_b).max())
+        out[v, bs] = (ds, db)
+        if not (ds <= SCORE_ATOL and db <= BOX_ATOL_PX):
+            raise ExportError(f"ONNX Runtime disagrees with PyTorch (vocabulary {v}, batch {bs}): max |d score| "
+                              f"{ds:.3g} (tolerance {SCORE_ATOL}), max |d box| {db:.3g} px (tolerance {BOX_ATOL_PX})")
+        if np.any(scores[..., mask < 0.5] != 0):
+            raise ExportError("a padded vocabulary slot has a non-zero score")
+    return out
+
+
+def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, imgsz: int = 640,
+                      opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32, fuse_bn: bool = True,
+                      simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
+                      verify_batches: tuple[int, ...] = (1, 2), log: Any = print) -> Manifest:
+    """Write the open-vocabulary detector ``path`` (see the module docstring) with its ``.json``
+    sidecar, ``<stem>.text_encoder.onnx`` and the BPE vocabulary beside it, atomically; check both
+    graphs against PyTorch with ONNX Runtime."""
+    import onnx
+
+    if imgsz % 32:
+        raise ExportError(f"imgsz must be a multiple of 32, got {imgsz}")
+    if capacity < 1:
+        raise ExportError(f"capacity must be at least 1, got {capacity}")
+    if model.text_encoder is None:
+        raise ExportError("this checkpoint has no text encoder (fixed-vocabulary fine-tuning), so it cannot "
+                          "encode new prompts; export it with a fixed vocabulary instead")
+    path = Path(path)
+    te_path = text_encoder_path(path)
+    t0 = time.perf_counter()
+    model = model.float().cpu().eval()
+    export_text_encoder(model.text_encoder, te_path, opset=opset, simplify=simplify, log=log)
+    deploy = OpenVocabDeployModel(model, imgsz, fuse_bn).eval()
+    d = model.config.text_channels
+    dummy = (torch.zeros(1, 3, imgsz, imgsz), torch.zeros(capacity, d), torch.ones(capacity))
+    names_in, names_out = ["images", *TEXT_INPUTS], ["scores", "boxes"]
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
+            torch.onnx.export(deploy, dummy, str(raw_path), dynamo=False, opset_version=opset,
+                              input_names=names_in, output_names=names_out,
+                              dynamic_axes={n: {0: "batch"} for n in ("images", *names_out)}
+                              if dynamic_batch else None, do_constant_folding=True)
+        proto = onnx.load(str(raw_path))
+    log(f"exported the open-vocabulary detector, ONNX opset {opset}, capacity {capacity} "
+        f"({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
+    if simplify:
+        try:
+            import onnxslim
+
+            proto = onnxslim.slim(proto)
+            log(f"simplified with onnxslim ({len(proto.graph.node)} nodes)")
+        except Exception as e:  # a failed simplification keeps the valid original
+            log(f"onnxslim failed, keeping the unsimplified graph: {e}")
+    bad = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Einsum", "ATen")})
+    if bad:
+        raise ExportError(f"the graph contains unsupported ops {bad}")
+    manifest = Manifest(
+        class_names=[], prompts=[], prompt_merge="first", embedding_sha256="", imgsz=(imgsz, imgsz),
+        output_form="raw", nms=nms or NmsSettings(), dynamic_batch=dynamic_batch,
+        max_batch=max_batch if dynamic_batch else 1, open_vocabulary=True, vocab_capacity=capacity,
+        source_checkpoint_sha256=source_sha256, model=model.config.to_dict(),
+        versions={"yoloworld_sdk": sdk.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                  "opset": str(opset)},
+        extra={"text_encoder": te_path.name, "tokenizer_vocab": VOCAB_FILE,
+               "text_encoder_sha256": file_sha256(te_path), "text_inputs": list(TEXT_INPUTS),
+               "text_mask": "float32 (capacity,): 1 = slot in use, 0 = padding", "embed_dim": d,
+               "context_length": model.text_encoder.config.context_length})
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
+    proto.producer_name = "yoloworld-sdk"
+    onnx.checker.check_model(proto)
+    texts = check_texts(model, capacity)
+    ds, db = check_against_model(model, deploy, check_images(imgsz, 2), texts[:1])  # the masked vocabulary
+    log(f"check: masked graph (PyTorch) vs the model on the slots in use: max |d score| {ds:.2e}, "
+        f"max |d box| {db:.2e} px")
+    with atomic_path(path) as tmp_path:
+        onnx.save(proto, str(tmp_path))
+        diffs = verify_open_vocab(tmp_path, deploy, imgsz, texts, verify_batches if dynamic_batch else (1,))
+    write_sidecar(manifest, path)
+    for (v, bs), (ds, db) in diffs.items():
+        log(f"check vocabulary {v} batch {bs}: ONNX Runtime vs PyTorch max |d score| {ds:.2e}, "
+            f"max |d box| {db:.2e} px")
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), {path.name}.json, {te_path.name} and {VOCAB_FILE} "
+        f"in {time.perf_counter() - t0:.1f} s")
+    return manifest
+
+
+__all__ = ["CHECK_PROMPTS", "TEXT_INPUTS", "MaskedYoloWorld", "OpenVocabDeployModel", "check_against_model",
+           "check_texts",
+           "export_open_vocab", "masked_max_sigmoid", "text_encoder_path", "verify_open_vocab"]
