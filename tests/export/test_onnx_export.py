@@ -140,3 +140,34 @@ def test_cli_export_and_errors(tiny_checkpoints, tmp_path, capsys):
         assert match in capsys.readouterr().err, extra
         assert not (tmp_path / "x.onnx").exists()
     assert np.all([p.suffix != ".tmp" for p in tmp_path.iterdir()])
+
+
+def test_cli_forms_precision_trt_triton(trained, tmp_path, capsys):
+    """The CLI's other paths: in-graph NMS, fp16 with NMS appended after conversion, a clear TensorRT
+    message without TensorRT, a Triton repository."""
+    import importlib.util
+
+    ckpt, val_images = trained
+    base = ["--weights", str(ckpt), "--imgsz", "160"]
+    nms_path, fp16_path = tmp_path / "nms.onnx", tmp_path / "fp16.onnx"
+    assert export_main([*base, "--output", str(nms_path), "--output-form", "nms", "--conf", "0.05"]) == 0
+    assert export_main([*base, "--output", str(fp16_path), "--precision", "fp16", "--output-form", "nms",
+                        "--conf", "0.05"]) == 0
+    log = capsys.readouterr().out
+    assert "in-graph NMS == host NMS" in log and "fp16 vs fp32" in log
+    ref = Detector(ckpt, imgsz=160, conf=0.05).predict(val_images)
+    for path, box_atol, score_atol in ((nms_path, 1e-3, 1e-5), (fp16_path, 0.5, 5e-3)):
+        meta = read_manifest(path)
+        assert meta.output_form == "nms" and meta.output_names[0] == "num_dets"
+        got = Detector(path).predict(val_images)
+        for a, b in zip(got, ref, strict=True):
+            assert_same_detections(a, b, box_atol=box_atol, score_atol=score_atol)
+    assert read_manifest(fp16_path).precision == "fp16"
+    if importlib.util.find_spec("tensorrt") is None:
+        assert export_main([*base, "--engine", "trt", "--output", str(tmp_path / "m.engine")]) == 2
+        assert "TensorRT (or a CUDA GPU) is not available" in capsys.readouterr().err
+        assert not (tmp_path / "m.engine").exists()
+    repo = tmp_path / "repo"
+    assert export_main([*base, "--engine", "triton", "--output", str(repo)]) == 0
+    config = (repo / "yoloworld" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and (repo / "yoloworld" / "1" / "model.onnx").exists()

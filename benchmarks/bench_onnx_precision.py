@@ -1,0 +1,240 @@
+"""ONNX Runtime CPU latency/throughput of an exported S model in FP32, INT8 (Q/DQ) and FP16, beside PyTorch.
+
+The S v2 model is randomly initialised (BatchNorm statistics calibrated on two synthetic images and
+tempered as in tests/export/test_precision.py, so outputs are not degenerate), with 80 classes from
+random unit text embeddings folded in (no CLIP download), exported at 640 by ``export_onnx`` (raw
+``scores``/``boxes``, dynamic batch), converted by ``export.precision`` (INT8: 32 synthetic
+calibration images, MinMax, symmetric int8, per-channel weights; FP16: decode tail kept fp32).
+Times ``session.run`` on a preprocessed batch only (no pre/post-processing) after warm-up, and the
+PyTorch fp32 forward of the same folded graph (``DeployModel``) under ``torch.inference_mode``. The
+ONNX Runtime sessions run in rounds (each round runs every precision once, thread spinning off), so
+a busy shared machine slows all of them alike; PyTorch runs after them on its own. The load average
+is recorded: compare the ``min`` columns when it is high.
+Two INT8 forms: ``int8`` (symmetric int8 activations, TensorRT's form; on x86 ONNX Runtime runs most
+of its convs as DequantizeLinear -> float Conv) and ``int8-uint8`` (asymmetric uint8 activations,
+fused by ONNX Runtime into QLinearConv). Agreement of each conversion with FP32
+(``export.precision.agreement``, 8 images, conf 0.25) is recorded too; on a random model it says
+little about a trained one.
+
+    python benchmarks/bench_onnx_precision.py [--batches 1 8] [--precisions fp32 int8 int8-uint8 fp16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "f16c")))
+    except OSError:
+        pass
+    return []
+
+
+def synthetic_bgr(count: int, seed: int, imgsz: int) -> list[np.ndarray]:
+    """Shapes on a blurred textured background, varied sizes and aspect ratios (BGR uint8)."""
+    import cv2
+
+    rs = np.random.RandomState(seed)
+    out = []
+    for _ in range(count):
+        h, w = int(imgsz * rs.uniform(0.5, 1.3)), int(imgsz * rs.uniform(0.5, 1.3))
+        img = cv2.GaussianBlur(rs.randint(40, 220, (h, w, 3)).astype(np.uint8), (15, 15), 0)
+        for _ in range(rs.randint(3, 9)):
+            c = tuple(int(v) for v in rs.randint(0, 255, 3))
+            x, y, r = int(rs.randint(0, w)), int(rs.randint(0, h)), int(rs.randint(10, max(11, min(h, w) // 4)))
+            if rs.rand() < 0.5:
+                cv2.circle(img, (x, y), r, c, -1)
+            else:
+                cv2.rectangle(img, (x, y), (x + r, y + int(r * rs.uniform(0.5, 2))), c, -1)
+        out.append(img)
+    return out
+
+
+def build(imgsz: int):
+    import torch
+
+    from sdk.model import build_model, get_config
+    from sdk.model.calibrate import calibrate_random_model
+    from sdk.preprocess import preprocess
+    from sdk.vocabulary import Vocabulary
+
+    torch.manual_seed(0)
+    model = build_model(get_config("s", "v2")).eval()
+    model.text_encoder = None  # embeddings are given; no CLIP weights needed
+    emb = torch.nn.functional.normalize(torch.randn(80, 512), dim=-1)
+    batch = torch.from_numpy(preprocess(synthetic_bgr(2, 1, imgsz), imgsz)[0])
+    calibrate_random_model(model, batch, emb)
+    for bn in model.modules():  # tempering: see tests/export/test_precision.py
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_var.clamp_(min=float(bn.running_var.median()))
+    vocab = Vocabulary.from_any([f"class {i}" for i in range(80)])
+    return model, vocab, emb.numpy()
+
+
+def timed_round_robin(runners: dict, warmup: int, repeats: int) -> dict:
+    """Warm every runner up, then time them in turn, one run each per round: a neighbour's load on a
+    shared machine then slows every engine alike instead of whichever happened to run at the time."""
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {key: [] for key in runners}
+    for _ in range(repeats):
+        for key, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float], batch: int) -> dict:
+    med = statistics.median(times)
+    return {"repeats": len(times), "latency_ms": {"min": min(times) * 1e3, "median": med * 1e3,
+                                                  "max": max(times) * 1e3},
+            "throughput_img_s": batch / med}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "int8", "int8-uint8", "fp16"],
+                   help="int8: symmetric int8 activations (TensorRT's form); int8-uint8: ORT CPU's form")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs at batch 1 (batch 8: a quarter, >= 3)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0,
+                   help="ORT intra-op and torch threads (0: the libraries' defaults, one per core)")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "onnx_precision_cpu.json")
+    args = p.parse_args()
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from export.onnx_export import build_deploy_model, export_onnx
+    from export.precision import agreement, convert_fp16, quantize_int8
+    from sdk.preprocess import preprocess
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    t0 = time.perf_counter()
+    model, vocab, emb = build(args.imgsz)
+    results, conversions, agreements = [], {}, {}
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        paths = {"fp32": Path(tmp) / "s_fp32.onnx"}
+        t = time.perf_counter()
+        export_onnx(model, vocab, emb, paths["fp32"], imgsz=args.imgsz, verify_batches=(1,), log=lambda *_: None)
+        export_seconds = time.perf_counter() - t  # fold, export, onnxslim, ORT-vs-PyTorch check
+        for precision in args.precisions:
+            t = time.perf_counter()
+            if precision in ("int8", "int8-uint8"):
+                paths[precision] = Path(tmp) / f"s_{precision}.onnx"
+                quantize_int8(paths["fp32"], paths[precision], synthetic_bgr(args.calib_images, 100, args.imgsz),
+                              args.imgsz, activations="uint8" if precision == "int8-uint8" else "int8",
+                              log=lambda *_: None)
+            elif precision == "fp16":
+                paths["fp16"] = Path(tmp) / "s_fp16.onnx"
+                convert_fp16(paths["fp32"], paths["fp16"])
+            elif precision != "fp32":
+                raise SystemExit(f"unknown precision {precision!r}")
+            conversions[precision] = {"seconds": export_seconds if precision == "fp32" else time.perf_counter() - t,
+                                      "size_mb": paths[precision].stat().st_size / 1e6}
+            if precision != "fp32":
+                nodes = [n.op_type for n in onnx.load(str(paths[precision])).graph.node]
+                conversions[precision].update(quantize_linear=nodes.count("QuantizeLinear"),
+                                              cast=nodes.count("Cast"))
+        eval_images = synthetic_bgr(8, 7, args.imgsz)
+        for precision in args.precisions:
+            if precision != "fp32":
+                report = agreement(paths["fp32"], paths[precision], eval_images, args.imgsz)
+                agreements[precision] = dict(report)
+                print(f"{precision} vs fp32: {report}", flush=True)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # no busy-waiting after a run: interleaved sessions would otherwise steal each other's cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if args.threads:
+            options.intra_op_num_threads = args.threads
+        for batch in args.batches:
+            x = preprocess(synthetic_bgr(batch, 50 + batch, args.imgsz), args.imgsz)[0]
+            repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
+            runners = {}
+            for precision in args.precisions:
+                session = ort.InferenceSession(str(paths[precision]), options, providers=["CPUExecutionProvider"])
+                runners[("onnxruntime", precision)] = lambda s=session, x=x: s.run(None, {"images": x})
+            times = timed_round_robin(runners, args.warmup, repeats)
+            del runners  # sessions (and their threads) gone before PyTorch runs
+            if not args.no_torch:
+                deploy = build_deploy_model(model, vocab, emb, args.imgsz)
+                xt = torch.from_numpy(x)
+                with torch.inference_mode():
+                    times.update(timed_round_robin({("pytorch", "fp32"): lambda d=deploy, xt=xt: d(xt)},
+                                                   args.warmup, repeats))
+            for (engine, precision), t in times.items():
+                r = {"engine": engine, "precision": precision, "batch": batch, **summary(t, batch)}
+                print(json.dumps(r), flush=True)
+                results.append(r)
+    report = {
+        "what": "S v2 (random, calibrated, tempered), 80 folded classes, raw scores/boxes outputs; session.run / "
+                "DeployModel forward only, no pre/post-processing",
+        "device": "cpu", "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+        "load_average_start_end": [load_start[0], os.getloadavg()[0]],
+        "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "settings": {"imgsz": args.imgsz, "batches": args.batches, "precisions": args.precisions,
+                     "warmup": args.warmup, "repeats_batch1": args.repeats,
+                     "repeats_batch_gt1": max(3, args.repeats // 4),
+                     "schedule": "ONNX Runtime sessions in round robin (each round runs every precision once, "
+                                 "so a neighbour's load hits all alike), then PyTorch on its own",
+                     "ort_allow_spinning": False,
+                     "ort_threads": args.threads or "default", "torch_threads": torch.get_num_threads(),
+                     "ort_graph_optimization": "ORT_ENABLE_ALL", "calibration_images": args.calib_images,
+                     "int8": "QDQ, symmetric int8 activations (TensorRT explicit quantization), per-channel "
+                             "symmetric int8 weights, MinMax, decode tail float",
+                     "int8-uint8": "as int8 but asymmetric uint8 activations (what ORT's x86 kernels fuse)",
+                     "fp16": "float16 weights/activations, decode tail and graph I/O float32"},
+        "conversions": conversions, "agreement_vs_fp32": agreements,
+        "agreement_note": "random weights: even tempered, the S model amplifies small perturbations (a trained "
+                          "model does not), so these agreement numbers are no accuracy estimate; see "
+                          "DEFAULT_FLOAT_INT8 in export/precision.py for a fine-tuned model",
+        "results": results,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "total_seconds": time.perf_counter() - t0,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
