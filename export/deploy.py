@@ -50,12 +50,14 @@ class DeployModel(nn.Module):
             logits = torch.cat((logits, pad), 1).index_select(1, self.group_index)
             if self.group_width > 1:
                 logits = logits.reshape(logits.shape[0], -1, self.group_width, logits.shape[2]).amax(2)
-        scores = logits.sigmoid().transpose(1, 2)  # (B, A, C)
+        return logits.sigmoid().transpose(1, 2), self.decode_boxes(out.box_dists)  # (B, A, C), (B, A, 4)
+
+    def decode_boxes(self, box_dists: list[Tensor]) -> Tensor:
+        """Per-level DFL logits ``(B, 4R, H, W)`` -> xyxy boxes ``(B, A, 4)`` in input pixels."""
         dists = []
-        for t in out.box_dists:
+        for t in box_dists:
             b, _, h, w = t.shape
             p = t.reshape(b, 4, self.reg_max, h * w).softmax(2)
             dists.append((p * self.bins).sum(2))  # (B, 4, HW) expected bin, stride units
         ltrb = torch.cat(dists, 2).transpose(1, 2) * self.strides  # (B, A, 4) pixels
-        boxes = torch.cat((self.points - ltrb[..., :2], self.points + ltrb[..., 2:]), -1)
-        return scores, boxes
+        return torch.cat((self.points - ltrb[..., :2], self.points + ltrb[..., 2:]), -1)

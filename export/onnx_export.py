@@ -15,7 +15,7 @@ import torch
 
 import sdk
 from sdk.errors import YoloWorldError
-from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, write_sidecar
+from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, file_sha256, write_sidecar
 from sdk.model import YoloWorld
 from sdk.preprocess import preprocess
 from sdk.vocabulary import Vocabulary
@@ -47,14 +47,6 @@ def embedding_sha256(emb: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32).tobytes()).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_images(imgsz: int, count: int = 4) -> np.ndarray:
     """Real-looking letterboxed inputs (shapes on a textured background, varied aspect ratios)."""
     import cv2
@@ -70,6 +62,22 @@ def check_images(imgsz: int, count: int = 4) -> np.ndarray:
             cv2.circle(img, (x, y), r, c, -1) if rs.rand() < 0.5 else cv2.rectangle(img, (x, y), (x + r, y + r), c, -1)
         images.append(img)
     return preprocess(images, imgsz)[0]
+
+
+def simplify_and_check(proto: Any, simplify: bool, log: Any = print) -> Any:
+    """onnxslim (a failure keeps the valid original), then refuse ops deployments choke on."""
+    if simplify:
+        try:
+            import onnxslim
+
+            proto = onnxslim.slim(proto)
+            log(f"simplified with onnxslim ({len(proto.graph.node)} nodes)")
+        except Exception as e:  # a failed simplification keeps the valid original
+            log(f"onnxslim failed, keeping the unsimplified graph: {e}")
+    bad = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Einsum", "ATen")})
+    if bad:
+        raise ExportError(f"the graph contains unsupported ops {bad}")
+    return proto
 
 
 def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, imgsz: int) -> DeployModel:
@@ -110,17 +118,7 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
                               if dynamic_batch else None, do_constant_folding=True)
         proto = onnx.load(str(raw_path))
     log(f"exported ONNX opset {opset} ({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
-    if simplify:
-        try:
-            import onnxslim
-
-            proto = onnxslim.slim(proto)
-            log(f"simplified with onnxslim ({len(proto.graph.node)} nodes)")
-        except Exception as e:  # a failed simplification keeps the valid original
-            log(f"onnxslim failed, keeping the unsimplified graph: {e}")
-    bad = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Einsum", "ATen")})
-    if bad:
-        raise ExportError(f"the graph contains unsupported ops {bad}")
+    proto = simplify_and_check(proto, simplify, log)
     nms = nms or NmsSettings()
     raw_proto = proto
     if output_form != "raw":

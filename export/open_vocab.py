@@ -47,7 +47,7 @@ from sdk.model.yoloworld import HeadOutputs
 from sdk.tokenizer import VOCAB_FILE
 
 from .deploy import DeployModel
-from .onnx_export import BOX_ATOL_PX, SCORE_ATOL, ExportError, check_images, file_sha256
+from .onnx_export import BOX_ATOL_PX, SCORE_ATOL, ExportError, check_images, file_sha256, simplify_and_check
 from .text_encoder import export_text_encoder
 
 TEXT_INPUTS = ("text_embeds", "text_mask")
@@ -123,15 +123,7 @@ class OpenVocabDeployModel(DeployModel):
         out = self.folded(images, text_embeds, valid)
         logits = torch.cat([t.flatten(2) for t in out.cls_logits], 2)  # (B, K, A)
         logits = logits.masked_fill(~valid[None, :, None], float("-inf"))
-        scores = logits.sigmoid().transpose(1, 2)  # (B, A, K)
-        dists = []
-        for t in out.box_dists:
-            b, _, h, w = t.shape
-            p = t.reshape(b, 4, self.reg_max, h * w).softmax(2)
-            dists.append((p * self.bins).sum(2))  # (B, 4, HW) expected bin, stride units
-        ltrb = torch.cat(dists, 2).transpose(1, 2) * self.strides  # (B, A, 4) pixels
-        boxes = torch.cat((self.points - ltrb[..., :2], self.points + ltrb[..., 2:]), -1)
-        return scores, boxes
+        return logits.sigmoid().transpose(1, 2), self.decode_boxes(out.box_dists)  # (B, A, K), (B, A, 4)
 
 
 def text_encoder_path(path: str | os.PathLike) -> Path:
@@ -246,17 +238,7 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
         proto = onnx.load(str(raw_path))
     log(f"exported the open-vocabulary detector, ONNX opset {opset}, capacity {capacity} "
         f"({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
-    if simplify:
-        try:
-            import onnxslim
-
-            proto = onnxslim.slim(proto)
-            log(f"simplified with onnxslim ({len(proto.graph.node)} nodes)")
-        except Exception as e:  # a failed simplification keeps the valid original
-            log(f"onnxslim failed, keeping the unsimplified graph: {e}")
-    bad = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Einsum", "ATen")})
-    if bad:
-        raise ExportError(f"the graph contains unsupported ops {bad}")
+    proto = simplify_and_check(proto, simplify, log)
     manifest = Manifest(
         class_names=[], prompts=[], prompt_merge="first", embedding_sha256="", imgsz=(imgsz, imgsz),
         output_form="raw", nms=nms or NmsSettings(), dynamic_batch=dynamic_batch,

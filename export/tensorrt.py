@@ -31,7 +31,7 @@ from typing import Any
 
 from sdk.atomic import atomic_path
 from sdk.errors import YoloWorldError
-from sdk.manifest import Manifest, read_manifest, sidecar_path, write_sidecar
+from sdk.manifest import Manifest, file_sha256, read_manifest, sidecar_path, write_sidecar
 
 INPUT_NAME = "images"
 REBUILD_HINT = ("rebuild it on this machine: yoloworld-export --engine trt --weights <checkpoint> --output "
@@ -202,14 +202,6 @@ def _describe_change(name: str, old: Any, new: Any) -> str:
         return f"ONNX file (sha256 {str(old)[:12]}... -> {str(new)[:12]}...)"
     label = {"gpu": "GPU", "compute_capability": "compute capability", "tensorrt": "TensorRT version"}.get(name, name)
     return f"{label} ({old} -> {new})"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sdk.atomic import atomic_path
 from sdk.model.text_encoder import EOT_TOKEN, SOT_TOKEN, CLIPTextEncoder
 from sdk.tokenizer import VOCAB_FILE, ClipTokenizer
 
-from .onnx_export import ExportError
+from .onnx_export import ExportError, simplify_and_check
 
 TEXT_ATOL = 1e-5  # ONNX Runtime vs PyTorch, embeddings (unit vectors)
 METADATA_KEY = "yoloworld_text_encoder"
@@ -140,14 +140,7 @@ def export_text_encoder(encoder: CLIPTextEncoder, path: str | os.PathLike, opset
         proto = onnx.load(str(raw_path))
     log(f"exported the text encoder, ONNX opset {opset} ({len(proto.graph.node)} nodes, "
         f"{time.perf_counter() - t0:.1f} s)")
-    if simplify:
-        try:
-            import onnxslim
-
-            proto = onnxslim.slim(proto)
-            log(f"simplified with onnxslim ({len(proto.graph.node)} nodes)")
-        except Exception as e:  # a failed simplification keeps the valid original
-            log(f"onnxslim failed, keeping the unsimplified graph: {e}")
+    proto = simplify_and_check(proto, simplify, log)
     info = {"input": INPUT_NAME, "output": OUTPUT_NAME, "context_length": cfg.context_length,
             "sot_token": SOT_TOKEN, "eot_token": EOT_TOKEN, "embed_dim": cfg.embed_dim, "normalized": True,
             "tokenizer_vocab": VOCAB_FILE, "fingerprint": encoder.fingerprint()}

@@ -6,6 +6,7 @@ Numpy-level: no torch, no onnx needed to read a sidecar.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,15 @@ class Manifest:
             return cls(**data)
         except (TypeError, KeyError) as e:
             raise YoloWorldError(f"{source}: manifest has missing or unknown fields: {e}") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex), read in 1 MiB chunks; recorded for sources and artifacts."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
