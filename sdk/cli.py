@@ -70,5 +70,80 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yoloworld-eval", description="COCO box evaluation (pycocotools) of a model "
+                                "or of an existing results file.")
+    p.add_argument("--ann", required=True, help="COCO annotation file (instances_val.json)")
+    p.add_argument("--model", help="checkpoint (.pth/.pt) or exported model (.onnx)")
+    p.add_argument("--images", help="image folder of the annotation file's file_name entries")
+    p.add_argument("--classes", help="class-text JSON in the order of the category ids sorted ascending; "
+                                     "default: the model's vocabulary, else the annotation's category names")
+    p.add_argument("--results", help="evaluate this COCO results JSON instead of running a model")
+    p.add_argument("--results-out", help="write the model's COCO results JSON here")
+    p.add_argument("--json", help="write the metrics (AP, AP50, ..., ARl, per_class) here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iou", type=float, default=0.7)
+    p.add_argument("--max-det", type=int, default=300)
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    args = eval_parser().parse_args(argv)
+    try:
+        return run_eval(args)
+    except (YoloWorldError, NotImplementedError, ValueError, OSError) as e:
+        print(f"yoloworld-eval: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import STAT_NAMES, coco_evaluate, evaluate_detector, validate_results
+
+    try:
+        ann = json.loads(Path(args.ann).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise YoloWorldError(f"cannot read annotation file {args.ann}: {e}") from None
+    if not isinstance(ann, dict) or not {"images", "annotations", "categories"} <= set(ann):
+        raise YoloWorldError(f"{args.ann}: not a COCO annotation file (needs images, annotations, categories)")
+    cats = sorted(ann["categories"], key=lambda c: c["id"])
+    if args.results:
+        try:
+            results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise YoloWorldError(f"cannot read results file {args.results}: {e}") from None
+        metrics = coco_evaluate(ann, validate_results(results, args.results))
+    else:
+        if not (args.model and args.images):
+            raise YoloWorldError("give --model and --images (or --results)")
+        from .detector import Detector
+        from .errors import VocabularyError
+
+        settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det)
+        try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
+            det = Detector(args.model, classes=args.classes, **settings)
+        except VocabularyError:
+            if args.classes:
+                raise
+            det = Detector(args.model, classes=[[c["name"]] for c in cats], **settings)  # the dataset's names
+        if len(det.class_names) != len(cats):
+            raise YoloWorldError(f"the vocabulary has {len(det.class_names)} classes but {args.ann} has "
+                                 f"{len(cats)} categories; pass --classes in the order of the category ids")
+        results, metrics = evaluate_detector(det, ann, args.images, [c["id"] for c in cats], args.batch_size)
+        if args.results_out:
+            Path(args.results_out).write_text(json.dumps(results))
+    names = {c["id"]: c["name"] for c in cats}
+    print("  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES))
+    for cid, ap in metrics["per_class"].items():
+        label = f"  {names.get(cid, cid)!s:>24}"
+        print(f"{label}  AP {ap:.3f}" if ap >= 0 else f"{label}  (no ground truth)")
+    if args.json:
+        out = {k: metrics[k] for k in STAT_NAMES}
+        out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
 if __name__ == "__main__":
     raise SystemExit(predict_main())

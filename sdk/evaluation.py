@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any
 
+from .errors import YoloWorldError
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -49,4 +51,54 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES[:6])
 
 
-__all__ = ["STAT_NAMES", "coco_evaluate", "format_table"]
+__all__ = ["STAT_NAMES", "coco_evaluate", "evaluate_detector", "format_table", "validate_results"]
+
+
+_RESULT_FIELDS = {"image_id": (int,), "category_id": (int,), "bbox": (list, tuple), "score": (int, float)}
+
+
+def validate_results(results: object, source: str = "results") -> list[dict[str, Any]]:
+    """A COCO results list, checked entry by entry (the error names the entry and the field)."""
+    if not isinstance(results, list):
+        raise YoloWorldError(f"{source}: expected a JSON list of detections, got {type(results).__name__}")
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise YoloWorldError(f"{source}: entry {i} is {type(r).__name__}, expected an object")
+        for name, types in _RESULT_FIELDS.items():
+            if name not in r:
+                raise YoloWorldError(f"{source}: entry {i} has no '{name}' (needs image_id, category_id, "
+                                     f"bbox [x, y, w, h], score)")
+            if not isinstance(r[name], types) or isinstance(r[name], bool):
+                raise YoloWorldError(f"{source}: entry {i} field '{name}' is {r[name]!r}")
+        if len(r["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in r["bbox"]):
+            raise YoloWorldError(f"{source}: entry {i} field 'bbox' is {r['bbox']!r}, expected [x, y, w, h]")
+    return results  # type: ignore[return-value]
+
+
+def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.PathLike,
+                      category_ids: list[int], batch_size: int = 8, progress: bool = True
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run ``detector`` over every image of the COCO ``ann`` (files under ``images_dir``) and score it.
+
+    ``category_ids[k]`` is the dataset id of vocabulary class k. Returns (results, metrics)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    root = Path(images_dir).resolve()
+    records = []
+    for img in ann.get("images", []):
+        path = (root / str(img["file_name"])).resolve()
+        if root not in path.parents:
+            raise YoloWorldError(f"image file_name {img['file_name']!r} escapes the image folder {root}")
+        records.append((int(img["id"]), str(path)))
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(records), unit="img", disable=not progress)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        for (image_id, _), det in zip(chunk, detector.predict([p for _, p in chunk], batch_size=batch_size),
+                                      strict=True):
+            results.extend(det.to_coco(image_id, category_ids))
+        bar.update(len(chunk))
+    bar.close()
+    return results, coco_evaluate(ann, results)
