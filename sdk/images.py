@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Union
 
@@ -13,6 +13,7 @@ import numpy as np
 from .errors import ImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 ImageSource = Union[str, os.PathLike, np.ndarray]
 
 
@@ -85,3 +86,29 @@ def load(item: str | np.ndarray, index: int) -> tuple[np.ndarray, str]:
     if isinstance(item, np.ndarray):
         return to_bgr(item, name=f"image #{index}"), f"array#{index}"
     return read_image(item), item
+
+
+def iter_frames(source: ImageSource | Iterable[ImageSource] | int) -> Iterator[tuple[np.ndarray, str]]:
+    """(BGR frame, name) pairs from a video file or camera index (OpenCV), or from images: a path,
+    a folder, an array or an iterable of them (read lazily, one at a time)."""
+    if isinstance(source, int) or (isinstance(source, (str, os.PathLike))
+                                   and Path(source).suffix.lower() in VIDEO_SUFFIXES):
+        cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        if not cap.isOpened():
+            raise ImageError(f"cannot open video source {source!r}")
+        try:
+            index = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield to_bgr(frame, name=f"{source}#{index}"), f"{source}#{index}"
+                index += 1
+        finally:
+            cap.release()
+    items = [source] if isinstance(source, (str, os.PathLike, np.ndarray)) else source
+    index = 0
+    for item in items:  # type: ignore[union-attr]
+        for expanded in expand_sources(item):
+            yield load(expanded, index)
+            index += 1

@@ -76,7 +76,12 @@ def preprocess(images_bgr: list[np.ndarray], size: int) -> tuple[np.ndarray, lis
     """A batch for the network: float32 ``(B, 3, size, size)``, RGB, values in [0, 1]."""
     batch = np.empty((len(images_bgr), size, size, 3), np.uint8)
     infos = [letterbox(img, size, out=batch[i])[1] for i, img in enumerate(images_bgr)]
+    return to_network_input(batch), infos
+
+
+def to_network_input(letterboxed_bgr: np.ndarray) -> np.ndarray:
+    """uint8 ``(B, S, S, 3)`` BGR -> float32 ``(B, 3, S, S)`` RGB in [0, 1]."""
     # BGR -> RGB and HWC -> CHW in one strided copy, then scale
-    chw = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    chw = np.ascontiguousarray(letterboxed_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
     chw /= np.float32(255)  # a division, as the official data preprocessor does
-    return chw, infos
+    return chw

@@ -172,3 +172,40 @@ def test_cli_predict(tiny_checkpoints, images, tmp_path, capsys):
     assert predict_main([str(tmp_path / "nope.jpg"), "--weights", str(tiny_checkpoints["v2"]),
                          "--classes", "a"]) == 2
     assert "nope.jpg' does not exist" in capsys.readouterr().err
+
+
+def test_stream_equals_batched(detector, images, tmp_path):
+    """predict_stream over arrays, a folder and a video file == predict on the same frames."""
+    batched = detector.predict(images, batch_size=4)
+    for bs in (1, 3):
+        streamed = list(detector.predict_stream(iter(images), batch_size=bs))
+        assert len(streamed) == len(images)
+        for a, b in zip(streamed, batched, strict=True):
+            assert_same(a, b)
+            assert set(a.data["speed_ms"]) == {"preprocess", "inference", "postprocess"}
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 160))
+    for img in images:
+        writer.write(cv2.resize(img, (160, 160)))
+    writer.release()
+    cap = cv2.VideoCapture(str(tmp_path / "clip.avi"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == len(images)
+    from_video = list(detector.predict_stream(str(tmp_path / "clip.avi"), batch_size=2))
+    assert [d.data["source"] for d in from_video] == [f"{tmp_path / 'clip.avi'}#{i}" for i in range(len(frames))]
+    for a, b in zip(from_video, detector.predict(frames, batch_size=2), strict=True):
+        assert_same(a, b)
+
+
+def test_stream_errors_surface(detector, images, tmp_path):
+    with pytest.raises(ImageError, match="cannot open video source"):
+        list(detector.predict_stream(str(tmp_path / "missing.mp4")))
+    bad = [images[0], np.zeros((4, 4), np.float32)]
+    gen = detector.predict_stream(iter(bad))
+    assert len(next(gen)) >= 0  # the first frame comes through
+    with pytest.raises(ImageError, match="expected dtype uint8"):
+        next(gen)
