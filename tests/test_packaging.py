@@ -1,0 +1,62 @@
+"""The torch-free deployment install: a fresh venv with ``yoloworld-sdk[onnxruntime]`` only predicts
+from an exported model, and has no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_torch_free_install_predicts(tiny_checkpoints, images, tmp_path):
+    import cv2
+
+    from export.onnx_export import export_onnx
+    from sdk.backends.torch import encode_texts
+    from sdk.model import load_checkpoint
+    from sdk.vocabulary import Vocabulary
+
+    model = load_checkpoint(tiny_checkpoints["v2"])
+    vocab = Vocabulary.from_any(["person", "red car"])
+    export_onnx(model, vocab, vocab.embeddings(lambda t: encode_texts(model, None, t)), tmp_path / "m.onnx",
+                imgsz=160, log=lambda *_: None)
+    cv2.imwrite(str(tmp_path / "img.png"), images[1])
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", f"{ROOT}[onnxruntime]"],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    script = (
+        "import importlib.util, json, sys\n"
+        "assert importlib.util.find_spec('torch') is None, 'torch must not be installed'\n"
+        "import sdk\n"
+        f"det = sdk.Detector(r'{tmp_path / 'm.onnx'}', conf=0.01)\n"
+        f"res = det.predict(r'{tmp_path / 'img.png'}')[0]\n"
+        "print(json.dumps({'n': len(res), 'classes': det.class_names, 'backend': det.backend.name}))\n"
+    )
+    run = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "onnxruntime" and out["classes"] == ["person", "red car"] and out["n"] > 0
+    # and the same detections as here
+    here = sdk_predict(tmp_path)
+    assert out["n"] == here
+
+
+def sdk_predict(tmp_path: Path) -> int:
+    from sdk import Detector
+
+    return len(Detector(tmp_path / "m.onnx", conf=0.01).predict(str(tmp_path / "img.png"))[0])
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
