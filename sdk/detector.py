@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .detections import Detections
-from .errors import VocabularyError
+from .errors import ImageError, VocabularyError
 from .images import ImageSource, expand_sources, iter_frames, load
 from .postprocess import STRIDES, decode_head_outputs, postprocess_image, unpack_nms_outputs
 from .preprocess import letterbox, preprocess, to_network_input
@@ -107,11 +107,13 @@ class Detector:
         self.vocabulary = vocab
 
     def predict(self, images: ImageSource | Iterable[ImageSource], batch_size: int = 8,
-                conf: float | None = None, iou: float | None = None, max_det: int | None = None
-                ) -> list[Detections]:
+                conf: float | None = None, iou: float | None = None, max_det: int | None = None,
+                skip_bad: bool = False) -> list[Detections]:
         """Detect in a path, a folder, a BGR array, or a list of them; one result per image, in order.
 
         Batching never changes a result: every image is letterboxed on its own to ``imgsz``.
+        An unreadable or invalid image raises :class:`ImageError` naming it; with ``skip_bad`` it
+        gets an empty result whose ``data["error"]`` says why, and the others are returned.
         """
         conf = self.conf if conf is None else conf
         iou = self.iou if iou is None else iou
@@ -123,7 +125,7 @@ class Detector:
         results: list[Detections] = []
         for start in range(0, len(sources), batch_size):
             chunk = sources[start:start + batch_size]
-            results.extend(self._predict_batch(chunk, start, conf, iou, max_det))
+            results.extend(self._predict_batch(chunk, start, conf, iou, max_det, skip_bad))
         return results
 
     __call__ = predict
@@ -182,12 +184,24 @@ class Detector:
         finally:
             stop.set()
 
-    def _predict_batch(self, chunk: list, start: int, conf: float, iou: float, max_det: int
-                       ) -> list[Detections]:
+    def _predict_batch(self, chunk: list, start: int, conf: float, iou: float, max_det: int,
+                       skip_bad: bool = False) -> list[Detections]:
         t0 = time.perf_counter()
-        loaded = [load(item, start + i) for i, item in enumerate(chunk)]
-        batch, infos = preprocess([img for img, _ in loaded], self.imgsz)
-        return self._run(batch, infos, [name for _, name in loaded], conf, iou, max_det, t_start=t0)
+        loaded, failed = [], {}
+        for i, item in enumerate(chunk):
+            try:
+                loaded.append(load(item, start + i))
+            except ImageError as e:
+                if not skip_bad:
+                    raise
+                failed[i] = Detections.empty(source=item if isinstance(item, str) else f"array#{start + i}",
+                                             error=str(e))
+        good: list[Detections] = []
+        if loaded:
+            batch, infos = preprocess([img for img, _ in loaded], self.imgsz)
+            good = self._run(batch, infos, [name for _, name in loaded], conf, iou, max_det, t_start=t0)
+        it = iter(good)
+        return [failed[i] if i in failed else next(it) for i in range(len(chunk))]
 
     def _run(self, batch: np.ndarray, infos: list, sources: list[str], conf: float, iou: float, max_det: int,
              t_start: float) -> list[Detections]:

@@ -209,3 +209,15 @@ def test_stream_errors_surface(detector, images, tmp_path):
     assert len(next(gen)) >= 0  # the first frame comes through
     with pytest.raises(ImageError, match="expected dtype uint8"):
         next(gen)
+
+
+def test_skip_bad_images_reports_and_keeps_the_rest(detector, images, tmp_path):
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not really")
+    cv2.imwrite(str(tmp_path / "ok.png"), images[0])
+    items = [str(tmp_path / "ok.png"), str(tmp_path / "corrupt.jpg"), images[1]]
+    with pytest.raises(ImageError, match="corrupt.jpg"):
+        detector.predict(items)
+    res = detector.predict(items, batch_size=2, skip_bad=True)
+    assert len(res) == 3 and len(res[1]) == 0 and "corrupt.jpg" in res[1].data["error"]
+    assert_same(res[0], detector.predict(images[0])[0])
+    assert_same(res[2], detector.predict(images[1])[0])
