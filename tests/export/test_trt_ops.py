@@ -3,14 +3,13 @@ settings, that TensorRT's ONNX parser supports; hand-made graphs exercise each r
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import export.onnx_export as onnx_export
+from export import nms_graph, precision
 from export.tensorrt import (
     TOPK_MAX_K,
     TRT_PLUGIN_OPS,
@@ -58,17 +57,6 @@ def raw_models(tiny_checkpoints, tmp_path_factory):
     return out
 
 
-def _nms_graph():
-    """``export.nms_graph`` once it exists (another change adds it), else skip."""
-    try:
-        mod = importlib.import_module("export.nms_graph")
-    except ImportError:
-        pytest.skip("export/nms_graph.py does not exist yet: NMS output forms not checked")
-    if not all(hasattr(mod, f) for f in ("append_onnx_nms", "append_trt_efficient_nms")):
-        pytest.skip("export.nms_graph has no append_onnx_nms / append_trt_efficient_nms yet")
-    return mod
-
-
 def test_supported_set_covers_every_op_an_export_uses():
     assert YOLOWORLD_OPS <= TRT_SUPPORTED_OPS
     assert "EfficientNMS_TRT" in TRT_PLUGIN_OPS <= TRT_SUPPORTED_OPS
@@ -91,7 +79,6 @@ def test_raw_export_parses_in_tensorrt(raw_models, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("agnostic", [False, True])
 def test_nms_forms_parse_in_tensorrt(raw_models, variant, agnostic):
-    nms_graph = _nms_graph()
     settings = NmsSettings(conf=0.25, iou=0.7, max_det=300, agnostic=agnostic)
     proto = raw_models[variant][1]
     onnx_nms = nms_graph.append_onnx_nms(proto, settings)
@@ -106,7 +93,6 @@ def test_nms_forms_parse_in_tensorrt(raw_models, variant, agnostic):
 @pytest.mark.slow  # four tiny exports (module fixture)
 def test_nms_topk_bound_follows_max_det(raw_models):
     """The nms form's TopK takes k = min(selected, max_det): max_det >= 3840 breaks TensorRT's limit."""
-    nms_graph = _nms_graph()
     proto = nms_graph.append_onnx_nms(raw_models["v2"][1], NmsSettings(max_det=TOPK_MAX_K))
     issues = restriction_issues(proto)
     assert any("TopK" in i and str(TOPK_MAX_K) in i for i in issues), issues
@@ -114,12 +100,6 @@ def test_nms_topk_bound_follows_max_det(raw_models):
 
 @pytest.mark.slow  # four tiny exports (module fixture)
 def test_precision_forms_parse_in_tensorrt(raw_models, tmp_path):
-    try:
-        precision = importlib.import_module("export.precision")
-    except ImportError:
-        pytest.skip("export/precision.py does not exist yet")
-    if not hasattr(precision, "convert_fp16"):
-        pytest.skip("export.precision has no convert_fp16 yet")
     src = raw_models["v2"][0]
     dst = tmp_path / "fp16.onnx"
     precision.convert_fp16(src, dst)
@@ -130,12 +110,6 @@ def test_precision_forms_parse_in_tensorrt(raw_models, tmp_path):
 
 @pytest.mark.slow  # four tiny exports (module fixture)
 def test_int8_qdq_parses_in_tensorrt(raw_models, tmp_path):
-    try:
-        precision = importlib.import_module("export.precision")
-    except ImportError:
-        pytest.skip("export/precision.py does not exist yet")
-    if not hasattr(precision, "quantize_int8"):
-        pytest.skip("export.precision has no quantize_int8 yet")
     from export.onnx_export import check_images
 
     images = [(np.transpose(x, (1, 2, 0))[:, :, ::-1] * 255).astype(np.uint8) for x in check_images(IMGSZ, 4)]
