@@ -51,7 +51,6 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES[:6])
 
 
-__all__ = ["STAT_NAMES", "coco_evaluate", "evaluate_detector", "format_table", "validate_results"]
 
 
 _RESULT_FIELDS = {"image_id": (int,), "category_id": (int,), "bbox": (list, tuple), "score": (int, float)}
@@ -102,3 +101,6 @@ def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.P
         bar.update(len(chunk))
     bar.close()
     return results, coco_evaluate(ann, results)
+
+
+__all__ = ["STAT_NAMES", "coco_evaluate", "evaluate_detector", "format_table", "validate_results"]

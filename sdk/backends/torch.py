@@ -24,7 +24,6 @@ class TorchBackend:
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(weights, self.device)
-        self.imgsz = None
         self._text: Any = None
 
     def encode_text(self, texts: list[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def infer_config(sd: dict[str, Tensor]) -> YoloWorldConfig:
     )
     cls_channels = _shape(sd, head + "cls_preds.0.0.conv.weight")[0]
     if cls_channels != cfg.feature_channels[0]:
-        cfg = YoloWorldConfig(**{**cfg.__dict__, "cls_channels": cls_channels})
+        cfg = replace(cfg, cls_channels=cls_channels)
     return cfg
 
 
