@@ -24,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import export.tensorrt as trt_mod
+import sdk.backends.trt_env as trt_env
 from export.tensorrt import (
     EngineBuildError,
     EngineIncompatible,
@@ -96,7 +97,7 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_missing_gpu_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt.module())
-    monkeypatch.setattr(trt_mod, "_GPU_PROBES", (lambda d: None, lambda d: None))
+    monkeypatch.setattr(trt_env, "_GPU_PROBES", (lambda d: None, lambda d: None))
     with pytest.raises(TensorRTUnavailable, match="no CUDA GPU 0 found") as err:
         build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
     assert "--engine onnx" in str(err.value)
@@ -108,13 +109,13 @@ def test_gpu_probes_in_order(monkeypatch):
     def probe(result):
         return lambda d: seen.append(d) or result
 
-    monkeypatch.setattr(trt_mod, "_GPU_PROBES", (probe(None), probe(H100), probe(GpuInfo("other", "8.0"))))
+    monkeypatch.setattr(trt_env, "_GPU_PROBES", (probe(None), probe(H100), probe(GpuInfo("other", "8.0"))))
     assert current_gpu() == H100 and seen == [0, 0]
 
 
 def test_this_machine_without_gpu(monkeypatch):
     """The real probes (cuda-python, torch.cuda, nvidia-smi) find nothing on a CPU-only machine."""
-    found = [p(0) for p in trt_mod._GPU_PROBES]
+    found = [p(0) for p in trt_env._GPU_PROBES]
     if any(found):
         pytest.skip(f"this machine has a GPU: {next(f for f in found if f)}")
     with pytest.raises(TensorRTUnavailable, match="no CUDA GPU"):
@@ -128,14 +129,14 @@ def test_nvidia_smi_probe(monkeypatch):
         asked.append(cmd)
         return SimpleNamespace(stdout="NVIDIA L4, 8.9\n")
 
-    monkeypatch.setattr(trt_mod.shutil, "which", lambda exe: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(trt_mod.subprocess, "run", run)
+    monkeypatch.setattr(trt_env.shutil, "which", lambda exe: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(trt_env.subprocess, "run", run)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
-    assert trt_mod._probe_nvidia_smi(1) == GpuInfo("NVIDIA L4", "8.9")
+    assert trt_env._probe_nvidia_smi(1) == GpuInfo("NVIDIA L4", "8.9")
     assert asked[-1][-1] == "--id=1" and "--query-gpu=name,compute_cap" in asked[-1]
-    assert trt_mod._probe_nvidia_smi(2) is None  # only two devices visible
-    monkeypatch.setattr(trt_mod.subprocess, "run", lambda cmd, **kw: SimpleNamespace(stdout="garbage"))
-    assert trt_mod._probe_nvidia_smi(0) is None
+    assert trt_env._probe_nvidia_smi(2) is None  # only two devices visible
+    monkeypatch.setattr(trt_env.subprocess, "run", lambda cmd, **kw: SimpleNamespace(stdout="garbage"))
+    assert trt_env._probe_nvidia_smi(0) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,7 +395,7 @@ def fake_env(monkeypatch):
         return env.trt
 
     env.install = install
-    monkeypatch.setattr(trt_mod, "_GPU_PROBES", (lambda d: env.gpu,))
+    monkeypatch.setattr(trt_env, "_GPU_PROBES", (lambda d: env.gpu,))
     install()
     return env
 
