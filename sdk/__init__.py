@@ -1,5 +1,6 @@
 """yoloworld-sdk: fine-tune, export and deploy YOLO-World. Importing ``sdk`` never imports torch."""
 
+from .backends.base import RuntimeOptions
 from .detections import Detections
 from .detector import Detector
 from .errors import CheckpointError, ImageError, VocabularyError, YoloWorldError
@@ -9,6 +10,6 @@ from .vocabulary import Vocabulary, read_class_texts
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "Detections", "Detector", "ImageError", "LetterboxInfo", "Vocabulary",
+    "CheckpointError", "Detections", "Detector", "ImageError", "LetterboxInfo", "RuntimeOptions", "Vocabulary",
     "VocabularyError", "YoloWorldError", "__version__", "letterbox", "preprocess", "read_class_texts",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends.base import RuntimeOptions
 from .detections import Detections
 from .errors import ImageError, VocabularyError
 from .images import ImageSource, expand_sources, iter_frames, load
@@ -19,14 +20,18 @@ from .preprocess import letterbox, preprocess, to_network_input
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
 
 
-def _open_backend(weights: str | os.PathLike, device: str):  # -> a Backend
+def _open_backend(weights: str | os.PathLike, device: str, runtime: RuntimeOptions | None = None):  # -> a Backend
+    """The backend for the artifact's kind: ``.onnx`` ONNX Runtime, ``.engine``/``.plan`` TensorRT, else a
+    torch checkpoint. Each backend module imports its runtime only when opened."""
     suffix = Path(weights).suffix.lower()
     if suffix == ".onnx":
         from .backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(weights, device)
+        return OnnxRuntimeBackend(weights, device, runtime)
     if suffix in (".engine", ".plan"):
-        raise NotImplementedError(f"{weights}: the TensorRT backend is not implemented yet")
+        from .backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(weights, "cuda" if device == "cpu" else device, runtime)
     from .backends.torch import TorchBackend  # imports torch only here
 
     return TorchBackend(weights, device)
@@ -36,16 +41,19 @@ class Detector:
     """Open-vocabulary detector on a checkpoint (official ``.pth`` or this SDK's ``.pt``) or an export.
 
     Args:
-        weights: checkpoint path, or an exported ``.onnx`` (a fixed-vocabulary export knows only its
-            own classes; an open-vocabulary export takes any ``classes`` up to its capacity, torch-free).
+        weights: checkpoint path, or an exported ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT): a
+            fixed-vocabulary export knows only its own classes; an open-vocabulary export takes any
+            ``classes`` up to its capacity. Exports run torch-free.
         classes: class names, ``"a,b,c"``, a class-text JSON path (one prompt list per class), or a
             :class:`Vocabulary`. Defaults to the vocabulary stored in an own checkpoint.
-        device: ``"cpu"`` or ``"cuda[:i]"``.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (a TensorRT engine always runs on a GPU: ``"cpu"`` means ``cuda:0``).
         imgsz: square network input size, a multiple of 32.
         conf, iou, max_det: score threshold, NMS IoU threshold, detections kept per image.
         agnostic: class-agnostic NMS.
         prompt_merge: how several prompts per class combine: ``"first"`` (official), ``"mean"``
             or ``"max"``. pad_prompt: append the official demo's ``' '`` prompt (never reported).
+        runtime: :class:`RuntimeOptions` for exported artifacts (ONNX Runtime providers, threads, IO
+            binding; TensorRT CUDA graphs and batch splitting).
 
     Example:
         >>> det = Detector("yolo_world_v2_s.pth", classes=["person", "bus"])  # doctest: +SKIP
@@ -56,13 +64,13 @@ class Detector:
     def __init__(self, weights: str | os.PathLike, classes: ClassesLike | None = None,
                  device: str = "cpu", imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
-                 pad_prompt: bool = False) -> None:
+                 pad_prompt: bool = False, runtime: RuntimeOptions | None = None) -> None:
         if imgsz <= 0 or imgsz % 32:
             raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
         _check_thresholds(conf, iou, max_det)
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.agnostic = agnostic
-        self.backend = _open_backend(weights, device)
+        self.backend = _open_backend(weights, device, runtime)
         manifest = getattr(self.backend, "manifest", None)
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity

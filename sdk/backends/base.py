@@ -8,9 +8,31 @@ NMS and letterbox inversion are shared numpy code (``sdk.postprocess``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How an exported artifact runs; each backend reads the fields that concern it.
+
+    providers: ONNX Runtime execution providers in order of preference (default: TensorRT, CUDA, CPU
+        where present for a ``cuda`` device, CPU for ``cpu``). intra_op_threads / inter_op_threads:
+        ONNX Runtime thread pools (None: its defaults, one thread per core). io_binding: bind inputs and
+        outputs so each is copied once between host and GPU (None: on when a GPU provider runs).
+        cuda_graphs: TensorRT, capture one CUDA graph per batch size and replay it. split_batches:
+        TensorRT, split a batch larger than the engine's profile and pad one smaller than its minimum
+        (False: such a batch is an error naming the profile).
+    """
+
+    providers: tuple[str, ...] | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    io_binding: bool | None = None
+    cuda_graphs: bool = False
+    split_batches: bool = True
 
 
 class Backend(Protocol):

@@ -14,9 +14,11 @@ import numpy as np
 
 from ..errors import VocabularyError, YoloWorldError
 from ..manifest import Manifest, read_manifest
+from .base import RuntimeOptions
 
-_PROVIDERS = {"cuda": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-              "cpu": ["CPUExecutionProvider"]}
+_PROVIDERS = {"cuda": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+              "cpu": ("CPUExecutionProvider",)}
+_GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 
 
 class OnnxRuntimeBackend:
@@ -24,24 +26,30 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", options: RuntimeOptions | None = None) -> None:
         import onnxruntime as ort  # imported on open: deployment installs only
 
+        options = options or RuntimeOptions()
         self.manifest: Manifest = read_manifest(path)
         self.open_vocabulary = self.manifest.open_vocabulary
         available = ort.get_available_providers()
-        wanted = providers or _PROVIDERS["cuda" if device.startswith("cuda") else "cpu"]
+        wanted = options.providers or _PROVIDERS["cuda" if device.startswith("cuda") else "cpu"]
         chosen = [p for p in wanted if p in available]
         if not chosen:
-            raise YoloWorldError(f"none of the ONNX Runtime providers {wanted} is available here "
+            raise YoloWorldError(f"none of the ONNX Runtime providers {list(wanted)} is available here "
                                  f"(available: {available})")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        self._ort, self._options, self._providers = ort, options, chosen
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.intra_op_threads:
+            session_options.intra_op_num_threads = options.intra_op_threads
+        if options.inter_op_threads:
+            session_options.inter_op_num_threads = options.inter_op_threads
+        self._ort, self._options, self._providers = ort, session_options, chosen
         self.session = self._open_session(path)
+        self.providers = self.session.get_providers()  # what ONNX Runtime actually took
+        # on a GPU provider, binding host arrays copies each input once to the device and each output once back
+        on_gpu = bool(_GPU_PROVIDERS & set(self.providers))
+        self.io_binding = on_gpu if options.io_binding is None else options.io_binding
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.path = Path(path)
         # open vocabulary: text session and tokenizer on first use, embeddings cached per prompt
@@ -117,8 +125,15 @@ class OnnxRuntimeBackend:
             if self._text_feed is None:
                 raise YoloWorldError("no vocabulary set (call set_text / Detector.set_classes)")
             feed.update(self._text_feed)
-        outs = self.session.run(self.output_names, feed)
-        return dict(zip(self.output_names, outs, strict=True))
+        if not self.io_binding:
+            return dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")  # the provider writes host memory once, no device staging copy
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
 
     def close(self) -> None:
         self.session = None

@@ -1,7 +1,7 @@
 """TensorRT and the GPU this process sees: what an engine needs to run here, torch-free.
 
 Shared by the builder (``export.tensorrt``) and the runtime (``sdk.backends.tensorrt``): importing
-TensorRT with a clear error, naming the GPU (cuda-python, else torch, else nvidia-smi), and checking
+TensorRT with a clear error, naming the GPU (cuda-python, else nvidia-smi), and checking
 an engine's sidecar against this machine before deserialising it (engines run only on the TensorRT
 version and GPU architecture that built them).
 """
@@ -83,18 +83,6 @@ def _probe_cuda_python(device: int) -> GpuInfo | None:
         return None
 
 
-def _probe_torch(device: int) -> GpuInfo | None:
-    try:
-        import torch
-
-        if not torch.cuda.is_available() or torch.cuda.device_count() <= device:
-            return None
-        major, minor = torch.cuda.get_device_capability(device)
-        return GpuInfo(torch.cuda.get_device_name(device), f"{major}.{minor}")
-    except Exception:
-        return None
-
-
 def _probe_nvidia_smi(device: int) -> GpuInfo | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -113,16 +101,16 @@ def _probe_nvidia_smi(device: int) -> GpuInfo | None:
         return None
 
 
-_GPU_PROBES: tuple[Callable[[int], GpuInfo | None], ...] = (_probe_cuda_python, _probe_torch, _probe_nvidia_smi)
+_GPU_PROBES: tuple[Callable[[int], GpuInfo | None], ...] = (_probe_cuda_python, _probe_nvidia_smi)
 
 
 def current_gpu(device: int = 0) -> GpuInfo:
-    """Name and compute capability of CUDA device ``device`` (cuda-python, else torch, else nvidia-smi)."""
+    """Name and compute capability of CUDA device ``device`` (cuda-python, else nvidia-smi)."""
     for probe in _GPU_PROBES:
         info = probe(device)
         if info is not None:
             return info
-    raise TensorRTUnavailable(f"no CUDA GPU {device} found (asked cuda-python, torch.cuda and nvidia-smi)")
+    raise TensorRTUnavailable(f"no CUDA GPU {device} found (asked cuda-python and nvidia-smi)")
 
 
 def runtime_environment(device: int = 0) -> dict[str, Any]:

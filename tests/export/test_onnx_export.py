@@ -108,6 +108,26 @@ def test_prompt_merge_and_padding_in_graph(trained, tmp_path):
         assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5)
 
 
+def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, tmp_path):
+    """IO binding (the GPU path's way to copy once) and thread settings give the same detections on CPU;
+    an unavailable provider list is an error naming what this machine has."""
+    from sdk import RuntimeOptions
+
+    path = tmp_path / "m.onnx"
+    export(tiny_checkpoints["v2"], path)
+    plain = Detector(path, conf=0.05)
+    bound = Detector(path, conf=0.05, runtime=RuntimeOptions(io_binding=True, intra_op_threads=1, inter_op_threads=1))
+    assert not plain.backend.io_binding and bound.backend.io_binding
+    assert bound.backend.providers == ["CPUExecutionProvider"]
+    got, ref = bound.predict(images, batch_size=2), plain.predict(images, batch_size=2)
+    assert sum(len(r) for r in ref) > 10
+    for a, b in zip(got, ref, strict=True):
+        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+    with pytest.raises(YoloWorldError, match=r"none of the ONNX Runtime providers \['NoSuchExecutionProvider'\] "
+                                             r"is available here \(available: .*CPUExecutionProvider"):
+        Detector(path, runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))
+
+
 def test_static_batch_and_fixed_vocabulary(tiny_checkpoints, images, tmp_path):
     path = tmp_path / "static.onnx"
     export(tiny_checkpoints["efficient"], path, dynamic_batch=False)

@@ -37,6 +37,7 @@ from export.tensorrt import (
     file_sha256,
     make_profile,
 )
+from sdk.backends.tensorrt import TensorRTBackend
 from sdk.errors import YoloWorldError
 from sdk.manifest import Manifest, NmsSettings, read_manifest, sidecar_path, write_sidecar
 
@@ -114,7 +115,7 @@ def test_gpu_probes_in_order(monkeypatch):
 
 
 def test_this_machine_without_gpu(monkeypatch):
-    """The real probes (cuda-python, torch.cuda, nvidia-smi) find nothing on a CPU-only machine."""
+    """The real probes (cuda-python, nvidia-smi) find nothing on a CPU-only machine."""
     found = [p(0) for p in trt_env._GPU_PROBES]
     if any(found):
         pytest.skip(f"this machine has a GPU: {next(f for f in found if f)}")
@@ -588,98 +589,6 @@ def _cudart():
     return cudart
 
 
-def _ok(result):
-    err, *rest = result
-    assert getattr(err, "value", err) == 0, f"CUDA error {err}"
-    return rest[0] if len(rest) == 1 else rest
-
-
-class TrtRunner:
-    """Runs an engine with TensorRT's Python API and cuda-python (device buffers per call)."""
-
-    def __init__(self, engine_path):
-        import tensorrt as trt
-
-        self.trt, self.cudart = trt, _cudart()
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
-        assert self.engine is not None
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.outputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        trt, cudart, ctx = self.trt, self.cudart, self.context
-        images = np.ascontiguousarray(images, np.float32)
-        stream = _ok(cudart.cudaStreamCreate())
-        buffers = []
-        try:
-            assert ctx.set_input_shape("images", tuple(images.shape))
-            ptr = _ok(cudart.cudaMalloc(images.nbytes))
-            buffers.append(ptr)
-            _ok(cudart.cudaMemcpy(ptr, images.ctypes.data, images.nbytes,
-                                  cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-            ctx.set_tensor_address("images", ptr)
-            host, allocators = {}, {}
-            for name in self.outputs:
-                shape = tuple(ctx.get_tensor_shape(name))
-                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                if any(d < 0 for d in shape):  # data-dependent: TensorRT asks for memory when it knows
-                    allocators[name] = _output_allocator(trt, cudart, dtype)
-                    assert ctx.set_output_allocator(name, allocators[name]) is not False
-                    continue
-                host[name] = np.empty(shape, dtype)
-                out = _ok(cudart.cudaMalloc(max(host[name].nbytes, 1)))
-                buffers.append(out)
-                ctx.set_tensor_address(name, out)
-            assert ctx.execute_async_v3(stream)
-            _ok(cudart.cudaStreamSynchronize(stream))
-            static = [n for n in self.outputs if n in host]
-            for name, ptr in zip(static, buffers[1:], strict=True):
-                _ok(cudart.cudaMemcpy(host[name].ctypes.data, ptr, host[name].nbytes,
-                                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
-            for name, alloc in allocators.items():
-                host[name] = np.empty(alloc.shape, alloc.dtype)
-                if host[name].nbytes:
-                    _ok(cudart.cudaMemcpy(host[name].ctypes.data, alloc.ptr, host[name].nbytes,
-                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
-                alloc.free()
-            return host
-        finally:
-            for ptr in buffers:
-                cudart.cudaFree(ptr)
-            cudart.cudaStreamDestroy(stream)
-
-
-def _output_allocator(trt, cudart, dtype):
-    """A ``trt.IOutputAllocator`` for an output whose shape TensorRT knows only after running."""
-
-    class Allocator(trt.IOutputAllocator):
-        def __init__(self):
-            trt.IOutputAllocator.__init__(self)
-            self.ptr, self.size, self.shape, self.dtype = 0, 0, (), dtype
-
-        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
-            if size > self.size or not self.ptr:
-                self.free()
-                self.ptr, self.size = _ok(cudart.cudaMalloc(max(size, 1))), size
-            return self.ptr
-
-        def reallocate_output(self, tensor_name, memory, size, alignment):  # TensorRT < 10 name
-            return self.reallocate_output_async(tensor_name, memory, size, alignment, None)
-
-        def notify_shape(self, tensor_name, shape):
-            self.shape = tuple(int(d) for d in shape)
-
-        def free(self):
-            if self.ptr:
-                cudart.cudaFree(self.ptr)
-            self.ptr, self.size = 0, 0
-
-    return Allocator()
-
-
 def _export(tiny_checkpoints, path, form="raw"):
     from export.onnx_export import export_onnx
     from sdk.backends.torch import encode_texts
@@ -724,7 +633,7 @@ def test_tensorrt_build_and_run_matches_onnxruntime(tiny_checkpoints, tmp_path):
     assert side.extra["profile"]["max"] == [4, 3, IMGSZ, IMGSZ] and side.extra["precision"] == "fp32"
 
     images = check_images(IMGSZ, 3)
-    run = TrtRunner(engine)
+    run = TensorRTBackend(engine).infer  # the SDK's runtime: pinned buffers, one stream
     for batch in (1, 3):
         got, ref = run(images[:batch]), _ort(onnx_path, images[:batch])
         assert got["scores"].shape == ref["scores"].shape == (batch, 525, 3)
@@ -751,7 +660,7 @@ def test_tensorrt_nms_forms(tiny_checkpoints, tmp_path):
     for form in ("nms", "trt_nms"):
         path = onnx_nms if form == "nms" else _export(tiny_checkpoints, tmp_path / "trt_nms.onnx", "trt_nms")
         engine = build_engine(path, tmp_path / f"{form}.engine", 1, 2, 2, workspace_gib=1.0, log=lambda *_: None)
-        got = TrtRunner(engine)(images)
+        got = TensorRTBackend(engine).infer(images)
         for b in range(2):
             n_ref, n_got = int(ref["num_dets"][b, 0]), int(got["num_dets"][b, 0])
             sure = ref["det_scores"][b, :n_ref] > 0.1 + 2e-3  # clear of the conf threshold

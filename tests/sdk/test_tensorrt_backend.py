@@ -1,0 +1,385 @@
+"""TensorRT backend logic against stand-ins: a ``tensorrt`` module whose engine runs the exported ONNX
+on ONNX Runtime, and a :class:`sdk.backends.cuda.CudaApi` on host memory. Checks buffers allocated
+once, batch split / pad within the profile, CUDA graph capture and replay, data-dependent outputs,
+compatibility errors, and detections equal to the ONNX Runtime backend. The real engine on a GPU is
+``tests/export/test_tensorrt.py``'s job (markers ``tensorrt``, ``gpu``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from parity import assert_same_detections
+
+import sdk.backends.tensorrt as backend_mod
+import sdk.backends.trt_env as trt_env
+from sdk import Detector, RuntimeOptions, YoloWorldError
+from sdk.backends.tensorrt import EngineProfileError, TensorRTBackend
+from sdk.backends.trt_env import EngineIncompatible, GpuInfo, TensorRTUnavailable
+from sdk.manifest import read_manifest, write_sidecar
+
+H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
+TRT_VERSION = "10.13.0.35"
+CLASSES = ["person", "red car", "a dog"]
+
+
+class FakeCuda:
+    """``CudaApi`` on numpy: 'device' memory is a dict of byte arrays; graphs record enqueued work."""
+
+    name, supports_graphs = "fake", True
+
+    def __init__(self):
+        self.mem: dict[int, np.ndarray] = {}
+        self.pinned: list[int] = []
+        self.next_ptr = 0x10000
+        self.capturing: list | None = None
+        self.log: list[tuple] = []
+
+    def malloc(self, nbytes):
+        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 0x1000
+        self.mem[ptr] = np.zeros(nbytes, np.uint8)
+        self.log.append(("malloc", nbytes))
+        return ptr
+
+    def free(self, ptr):
+        del self.mem[ptr]
+
+    def host_alloc(self, nbytes):
+        array = np.zeros(nbytes, np.uint8)
+        self.pinned.append(id(array))
+        return array
+
+    def host_free(self, array):
+        self.pinned.remove(id(array))
+
+    def stream_create(self):
+        return 7
+
+    def stream_destroy(self, stream):
+        self.log.append(("stream_destroy",))
+
+    def htod_async(self, dst, src, nbytes, stream):
+        self.mem[dst][:nbytes] = src.view(np.uint8)[:nbytes]
+
+    def dtoh_async(self, dst, src, nbytes, stream):
+        dst.view(np.uint8)[:nbytes] = self.mem[src][:nbytes]
+
+    def synchronize(self, stream):
+        pass
+
+    def begin_capture(self, stream):
+        self.capturing = []
+        self.log.append(("capture",))
+
+    def end_capture(self, stream):
+        graph, self.capturing = self.capturing, None
+        return graph
+
+    def launch(self, graph, stream):
+        self.log.append(("launch",))
+        for work in graph:
+            work()
+
+    def graph_destroy(self, graph):
+        pass
+
+
+def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynamic_outputs=()) -> types.ModuleType:
+    """Just the TensorRT 10 runtime API the backend uses; the 'engine' runs its ONNX on ONNX Runtime."""
+    import onnxruntime as ort
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = []
+
+    class TensorIOMode(enum.Enum):
+        INPUT = 1
+        OUTPUT = 2
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class IOutputAllocator:
+        def __init__(self):
+            pass
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shape, self.addresses, self.allocators = engine, None, {}, {}
+
+        def set_input_shape(self, name, shape):
+            low, high = self.engine.profile[0], self.engine.profile[2]
+            if not low <= shape[0] <= high:
+                return False
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            if name == "images":
+                return self.shape
+            if name in dynamic_outputs:
+                return (-1, *self.engine.item_shapes[name])
+            return (self.shape[0], *self.engine.item_shapes[name])
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+            return True
+
+        def set_output_allocator(self, name, allocator):
+            self.allocators[name] = allocator
+            return True
+
+        def execute_async_v3(self, stream):
+            def work():
+                trt.calls.append(("execute", self.shape[0]))
+                n = int(np.prod(self.shape)) * 4
+                images = cuda.mem[self.addresses["images"]][:n].view(np.float32).reshape(self.shape)
+                outs = self.engine.session.run(None, {"images": images})
+                for name, value in zip(self.engine.names[1:], outs, strict=True):
+                    value = np.ascontiguousarray(value)
+                    if name in self.allocators:
+                        alloc = self.allocators[name]
+                        ptr = alloc.reallocate_output_async(name, 0, value.nbytes, 256, stream)
+                        alloc.notify_shape(name, value.shape)
+                    else:
+                        ptr = self.addresses[name]
+                    cuda.mem[ptr][:value.nbytes] = value.view(np.uint8).ravel()
+
+            if cuda.capturing is not None:
+                cuda.capturing.append(work)
+            else:
+                work()
+            return True
+
+    class Engine:
+        def __init__(self, onnx_path):
+            self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+            self.names = ["images"] + [o.name for o in self.session.get_outputs()]
+            probe = self.session.run(None, {"images": np.zeros((1, *self.input_item), np.float32)})
+            self.item_shapes = {n: v.shape[1:] for n, v in zip(self.names[1:], probe, strict=True)}
+            self.dtypes = {"images": "float32", **{n: v.dtype.name for n, v in zip(self.names[1:], probe,
+                                                                                      strict=True)}}
+            self.profile = profile
+
+        @property
+        def input_item(self):
+            return tuple(self.session.get_inputs()[0].shape[1:])
+
+        @property
+        def num_io_tensors(self):
+            return len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return self.dtypes[name]
+
+        def get_tensor_shape(self, name):
+            return (-1, *self.input_item) if name == "images" else (-1, *self.item_shapes[name])
+
+        def get_tensor_profile_shape(self, name, index):
+            return [(b, *self.input_item) for b in self.profile]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            trt.calls.append(("deserialize",))
+            if not bytes(blob).startswith(b"PLAN"):
+                return None
+            return Engine(json.loads(bytes(blob)[4:])["onnx"])
+
+    trt.TensorIOMode, trt.Logger, trt.IOutputAllocator, trt.Runtime = TensorIOMode, Logger, IOutputAllocator, Runtime
+    trt.init_libnvinfer_plugins = lambda logger, namespace: trt.calls.append(("plugins",)) or True
+    trt.nptype = lambda dtype: np.dtype(dtype).type
+    return trt
+
+
+def make_engine(onnx_path: Path, engine_path: Path, trt_version=TRT_VERSION, gpu=H100) -> Path:
+    """A stand-in engine file (names its ONNX) with the sidecar build_engine would write."""
+    engine_path.write_bytes(b"PLAN" + json.dumps({"onnx": str(onnx_path)}).encode())
+    m = read_manifest(onnx_path)
+    write_sidecar(dataclasses.replace(m, extra={**m.extra, "tensorrt": trt_version,
+                                                "gpu": dataclasses.asdict(gpu)}), engine_path)
+    return engine_path
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoints, tmp_path_factory):
+    from export.onnx_export import export_onnx
+    from sdk.backends.torch import encode_texts
+    from sdk.manifest import NmsSettings
+    from sdk.model import load_checkpoint
+    from sdk.vocabulary import Vocabulary
+
+    root = tmp_path_factory.mktemp("trt_backend")
+    model = load_checkpoint(tiny_checkpoints["v2"])
+    vocab = Vocabulary.from_any(CLASSES)
+    emb = vocab.embeddings(lambda t: encode_texts(model, None, t))
+    paths = {}
+    for form in ("raw", "nms"):
+        paths[form] = root / f"{form}.onnx"
+        export_onnx(model, vocab, emb, paths[form], imgsz=160, output_form=form,
+                    nms=NmsSettings(conf=0.05, iou=0.7, max_det=100), log=lambda *_: None)
+    return paths
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setattr(trt_env, "_GPU_PROBES", (lambda d: H100,))
+    cuda = FakeCuda()
+    return types.SimpleNamespace(cuda=cuda)
+
+
+def open_backend(env, engine, **kw):
+    profile = kw.pop("profile", (1, 4, 4))
+    env.trt = fake_tensorrt(env.cuda, profile=profile, dynamic_outputs=kw.pop("dynamic_outputs", ()))
+    return TensorRTBackend(engine, "cuda", RuntimeOptions(**kw), trt=env.trt, cuda=env.cuda)
+
+
+@pytest.mark.parametrize("form", ["raw", "nms"])
+def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, tmp_path, monkeypatch, form):
+    engine = make_engine(exported[form], tmp_path / "m.engine")
+    be = open_backend(env, engine, profile=(2, 4, 4))
+    import sdk.detector
+
+    opener = sdk.detector._open_backend
+    monkeypatch.setattr(sdk.detector, "_open_backend", lambda w, *a: be if w == engine else opener(w, *a))
+    sources = (images * 8)[:8]
+    got = Detector(engine, conf=0.05).predict(sources, batch_size=5)  # 8 images: 5 (= 4 + 1), 3
+    ref = Detector(exported[form], conf=0.05).predict(sources, batch_size=5)
+    assert ref[0].data["speed_ms"] and not isinstance(Detector(exported[form]).backend, TensorRTBackend)
+    assert sum(len(r) for r in ref) > 10
+    for a, b in zip(got, ref, strict=True):
+        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+    # 5 -> 4 + 1 padded to the profile's minimum of 2; 3 fits
+    assert [c[1] for c in env.trt.calls if c[0] == "execute"] == [4, 2, 3]
+    # buffers were allocated once, for the largest batch
+    raw = read_manifest(exported[form])
+    mallocs = [c[1] for c in env.cuda.log if c[0] == "malloc"]
+    assert len(mallocs) == 1 + len(raw.output_names) and mallocs[0] == 4 * 3 * 160 * 160 * 4
+    assert be.min_batch == 2 and be.max_batch == 4 and be.item_shape == (3, 160, 160)
+
+
+def test_cuda_graph_captured_once_per_batch_size_and_replayed(env, exported, images, tmp_path):
+    from sdk.preprocess import preprocess
+
+    engine = make_engine(exported["raw"], tmp_path / "m.engine")
+    batch, _ = preprocess(images[:3], 160)
+    plain = open_backend(env, engine).infer(batch)
+    env.cuda.log.clear()
+    be = open_backend(env, engine, cuda_graphs=True)
+    first = be.infer(batch)
+    second = be.infer(batch[::-1].copy())
+    third = be.infer(batch[:2])
+    steps = [c[0] for c in env.cuda.log if c[0] in ("capture", "launch")]
+    assert steps == ["capture", "launch", "capture"]  # b=3 captured, replayed; b=2 captured
+    for name in plain:
+        np.testing.assert_array_equal(first[name], plain[name])
+        np.testing.assert_array_equal(second[name], plain[name][::-1])  # the replay read the new input
+        np.testing.assert_array_equal(third[name], plain[name][:2])
+
+
+def test_data_dependent_outputs_use_an_allocator_and_turn_graphs_off(env, exported, images, tmp_path):
+    from sdk.preprocess import preprocess
+
+    engine = make_engine(exported["nms"], tmp_path / "m.engine")
+    batch, _ = preprocess(images[:3], 160)
+    ref = open_backend(env, engine).infer(batch)
+    with pytest.warns(UserWarning, match=r"CUDA graphs off: outputs \['det_boxes'\] have data-dependent"):
+        be = open_backend(env, engine, cuda_graphs=True, dynamic_outputs=("det_boxes",))
+    for _ in range(2):  # the second call reuses the allocator's buffer
+        got = be.infer(batch)
+        assert set(got) == set(ref)
+        for name in ref:
+            np.testing.assert_array_equal(got[name], ref[name])
+    assert not any(c[0] == "capture" for c in env.cuda.log)
+    be.close()
+    assert env.cuda.mem == {} and env.cuda.pinned == []
+
+
+def test_profile_errors_without_splitting(env, exported, tmp_path):
+    engine = make_engine(exported["raw"], tmp_path / "m.engine")
+    be = open_backend(env, engine, profile=(2, 4, 4), split_batches=False)
+    for b in (1, 5):
+        with pytest.raises(EngineProfileError, match=rf"allows a batch of 2 to 4; asked for {b}.*--batch {b}"):
+            be.infer(np.zeros((b, 3, 160, 160), np.float32))
+    assert be.infer(np.zeros((3, 3, 160, 160), np.float32))["scores"].shape[0] == 3
+    with pytest.raises(YoloWorldError, match=r"takes \(B, 3, 160, 160\) inputs; got \(1, 3, 320, 320\)"):
+        be.infer(np.zeros((1, 3, 320, 320), np.float32))
+
+
+def test_close_frees_everything(env, exported, tmp_path):
+    be = open_backend(env, make_engine(exported["raw"], tmp_path / "m.engine"), cuda_graphs=True)
+    be.infer(np.zeros((2, 3, 160, 160), np.float32))
+    assert env.cuda.mem and env.cuda.pinned
+    be.close()
+    assert env.cuda.mem == {} and env.cuda.pinned == [] and ("stream_destroy",) in env.cuda.log
+    be.close()  # twice is harmless
+
+
+def test_engine_of_another_tensorrt_or_gpu_is_refused_before_deserialising(env, exported, tmp_path):
+    engine = make_engine(exported["raw"], tmp_path / "old.engine", trt_version="10.3.0.26")
+    with pytest.raises(EngineIncompatible, match=rf"TensorRT 10.3.0.26 and this machine has TensorRT {TRT_VERSION}"
+                                                 r".*yoloworld-export --engine trt"):
+        open_backend(env, engine)
+    assert ("deserialize",) not in env.trt.calls
+    a100 = make_engine(exported["raw"], tmp_path / "a100.engine", gpu=GpuInfo("NVIDIA A100", "8.0"))
+    with pytest.raises(EngineIncompatible, match=r"built for NVIDIA A100 \(compute capability 8.0\)"):
+        open_backend(env, a100)
+
+
+def test_undeserialisable_engine_and_bad_paths(env, exported, tmp_path):
+    engine = make_engine(exported["raw"], tmp_path / "m.engine")
+    engine.write_bytes(b"garbage")
+    with pytest.raises(EngineIncompatible, match=r"cannot deserialise it .*rebuild it on this machine"):
+        open_backend(env, engine)
+    with pytest.raises(YoloWorldError, match="no such engine file"):
+        open_backend(env, tmp_path / "missing.engine")
+    bare = tmp_path / "bare.engine"
+    bare.write_bytes(b"PLAN{}")
+    with pytest.raises(YoloWorldError, match=r"bare.engine: not an exported YOLO-World model .*bare.engine.json"):
+        open_backend(env, bare)
+    with pytest.raises(YoloWorldError, match="runs on a CUDA GPU; device 'cpu' cannot run it"):
+        TensorRTBackend(engine, "cpu", trt=env.trt, cuda=env.cuda)
+
+
+def test_missing_tensorrt_names_the_way_out(exported, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    engine = make_engine(exported["raw"], tmp_path / "m.engine")
+    with pytest.raises(TensorRTUnavailable, match=r"tensorrt Python package cannot be imported.*--engine onnx"):
+        Detector(engine)
+
+
+def test_stand_ins_use_only_documented_api():
+    """The backend calls only TensorRT 10 runtime API names (so the stand-in cannot hide a typo)."""
+    documented = {"Logger", "WARNING", "init_libnvinfer_plugins", "Runtime", "deserialize_cuda_engine",
+                  "create_execution_context", "num_io_tensors", "get_tensor_name", "get_tensor_mode",
+                  "TensorIOMode", "INPUT", "OUTPUT", "get_tensor_dtype", "nptype", "get_tensor_shape",
+                  "get_tensor_profile_shape", "set_input_shape", "set_output_allocator", "set_tensor_address",
+                  "execute_async_v3", "IOutputAllocator", "__version__", "__init__"}
+    source = inspect.getsource(backend_mod)
+    calls = set(re.findall(r"\b(?:trt|engine|ctx|self\.engine|self\.context)\.(\w+)", source))
+    calls |= set(re.findall(r"Runtime\(logger\)\.(\w+)", source))
+    assert {"deserialize_cuda_engine", "set_input_shape", "set_tensor_address", "execute_async_v3"} <= calls
+    assert calls <= documented, calls - documented
+    assert "execute_v2" not in source and "get_binding" not in source  # the pre-10 binding API is gone
