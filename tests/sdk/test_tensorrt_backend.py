@@ -383,3 +383,15 @@ def test_stand_ins_use_only_documented_api():
     assert {"deserialize_cuda_engine", "set_input_shape", "set_tensor_address", "execute_async_v3"} <= calls
     assert calls <= documented, calls - documented
     assert "execute_v2" not in source and "get_binding" not in source  # the pre-10 binding API is gone
+
+
+def test_open_cuda_on_this_machine_names_each_binding():
+    """Without a GPU (or bindings), opening CUDA is one error naming what each binding said."""
+    from sdk.backends.cuda import open_cuda
+    from sdk.backends.trt_env import _probe_cuda_python
+
+    if _probe_cuda_python(0) is not None:
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(YoloWorldError, match=r"no CUDA binding for the TensorRT backend: cuda-python: .*; pycuda: "
+                                             r".*Install cuda-python"):
+        open_cuda(0)
