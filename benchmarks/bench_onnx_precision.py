@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_name  # noqa: E402
+from sdk.benchmark import synthetic_bgr  # noqa: E402
 
 
 def cpu_flags() -> list[str]:
@@ -48,26 +49,6 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
-
-
-def synthetic_bgr(count: int, seed: int, imgsz: int) -> list[np.ndarray]:
-    """Shapes on a blurred textured background, varied sizes and aspect ratios (BGR uint8)."""
-    import cv2
-
-    rs = np.random.RandomState(seed)
-    out = []
-    for _ in range(count):
-        h, w = int(imgsz * rs.uniform(0.5, 1.3)), int(imgsz * rs.uniform(0.5, 1.3))
-        img = cv2.GaussianBlur(rs.randint(40, 220, (h, w, 3)).astype(np.uint8), (15, 15), 0)
-        for _ in range(rs.randint(3, 9)):
-            c = tuple(int(v) for v in rs.randint(0, 255, 3))
-            x, y, r = int(rs.randint(0, w)), int(rs.randint(0, h)), int(rs.randint(10, max(11, min(h, w) // 4)))
-            if rs.rand() < 0.5:
-                cv2.circle(img, (x, y), r, c, -1)
-            else:
-                cv2.rectangle(img, (x, y), (x + r, y + int(r * rs.uniform(0.5, 2))), c, -1)
-        out.append(img)
-    return out
 
 
 def build(imgsz: int):

@@ -1,17 +1,7 @@
-"""What every benchmark records about the machine."""
+"""What every benchmark records about the machine (shared with ``yoloworld-bench``)."""
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
+from sdk.benchmark import cpu_name
 
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+__all__ = ["cpu_name"]

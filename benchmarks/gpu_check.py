@@ -135,8 +135,9 @@ def cuda_binding() -> dict:
 
 def exported_s(tmp: Path, imgsz: int = 640) -> tuple[Path, np.ndarray]:
     """The S model (random, BN-tempered, 80 classes) exported raw at ``imgsz``, and 32 preprocessed images."""
-    from benchmarks.bench_onnx_precision import build, synthetic_bgr
+    from benchmarks.bench_onnx_precision import build
     from export.onnx_export import export_onnx
+    from sdk.benchmark import synthetic_bgr
     from sdk.preprocess import preprocess
 
     model, vocab, emb = build(imgsz)

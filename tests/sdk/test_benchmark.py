@@ -1,0 +1,57 @@
+"""``yoloworld-bench``: the report's numbers are consistent, the files are written, bad settings fail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sdk.benchmark import STAGES, main, stats_ms, synthetic_bgr
+
+
+def test_stats_ms_hand_computed():
+    assert stats_ms([0.003, 0.001, 0.002, 0.010]) == pytest.approx({"min": 1.0, "median": 2.5, "max": 10.0})
+
+
+def test_synthetic_images_are_reproducible_and_varied():
+    a, b = synthetic_bgr(4, 7, 160), synthetic_bgr(4, 7, 160)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert len({x.shape for x in a}) > 1 and all(x.dtype.name == "uint8" and x.shape[2] == 3 for x in a)
+
+
+def test_bench_cli_on_an_exported_model(tiny_checkpoints, tmp_path, capsys):
+    from export.onnx_export import export_onnx
+    from sdk.backends.torch import encode_texts
+    from sdk.model import load_checkpoint
+    from sdk.vocabulary import Vocabulary
+
+    model = load_checkpoint(tiny_checkpoints["v2"])
+    vocab = Vocabulary.from_any(["person", "car"])
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(model, vocab, vocab.embeddings(lambda t: encode_texts(model, None, t)), onnx_path, imgsz=160,
+                log=lambda *_: None)
+    out = tmp_path / "res" / "bench.json"
+    assert main([str(onnx_path), "--batch", "1", "3", "--count", "4", "--warmup", "0", "--repeats", "2",
+                 "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["environment"]["device"] == "cpu" and "onnxruntime" in report["environment"]
+    assert report["settings"]["runtime"]["intra_op_threads"] == 1
+    assert [r["batch"] for r in report["results"]] == [1, 3]
+    for r in report["results"]:
+        assert r["model"] == "tiny.onnx" and r["backend"] == "onnxruntime" and r["precision"] == "fp32"
+        assert r["images"] == 4 and r["classes"] == 2 and r["imgsz"] == 160
+        for key in ("model_ms", "e2e_ms_per_image"):
+            assert 0 < r[key]["min"] <= r[key]["median"] <= r[key]["max"]
+        assert r["model_images_per_s"] == pytest.approx(r["batch"] / r["model_ms"]["median"] * 1e3)
+        assert r["e2e_images_per_s"] == pytest.approx(1e3 / r["e2e_ms_per_image"]["median"])
+        assert sum(r["stage_share"].values()) == pytest.approx(1.0)
+        assert set(r["stage_ms_per_image"]) == set(STAGES)
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| tiny.onnx | onnxruntime | fp32 | 1 |")
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_cli_rejects_bad_settings(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "m.onnx"), "--batch", "0"])
