@@ -81,6 +81,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="evaluate this COCO results JSON instead of running a model")
     p.add_argument("--results-out", help="write the model's COCO results JSON here")
     p.add_argument("--json", help="write the metrics (AP, AP50, ..., ARl, per_class) here")
+    p.add_argument("--evaluator", choices=["pycocotools", "faster-coco-eval"], default="pycocotools",
+                   help="faster-coco-eval: the same numbers, faster on large sets (pip install faster-coco-eval)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=8)
@@ -93,7 +95,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     args = eval_parser().parse_args(argv)
     try:
         return run_eval(args)
-    except (YoloWorldError, NotImplementedError, ValueError, OSError) as e:
+    except (YoloWorldError, NotImplementedError, ValueError, OSError, ImportError) as e:
         print(f"yoloworld-eval: error: {e}", file=sys.stderr)
         return 2
 
@@ -113,7 +115,7 @@ def run_eval(args: argparse.Namespace) -> int:
             results = json.loads(Path(args.results).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise YoloWorldError(f"cannot read results file {args.results}: {e}") from None
-        metrics = coco_evaluate(ann, validate_results(results, args.results))
+        metrics = coco_evaluate(ann, validate_results(results, args.results), evaluator=args.evaluator)
     else:
         if not (args.model and args.images):
             raise YoloWorldError("give --model and --images (or --results)")
@@ -130,9 +132,10 @@ def run_eval(args: argparse.Namespace) -> int:
         if len(det.class_names) != len(cats):
             raise YoloWorldError(f"the vocabulary has {len(det.class_names)} classes but {args.ann} has "
                                  f"{len(cats)} categories; pass --classes in the order of the category ids")
-        results, metrics = evaluate_detector(det, ann, args.images, [c["id"] for c in cats], args.batch_size)
+        results, metrics = evaluate_detector(det, ann, args.images, [c["id"] for c in cats], args.batch_size,
+                                             evaluator=args.evaluator)
         if args.results_out:
-            Path(args.results_out).write_text(json.dumps(results))
+            _write_atomic(args.results_out, json.dumps(results))
     names = {c["id"]: c["name"] for c in cats}
     print("  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES))
     for cid, ap in metrics["per_class"].items():
@@ -141,8 +144,15 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         out = {k: metrics[k] for k in STAT_NAMES}
         out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        _write_atomic(args.json, json.dumps(out, indent=1))
     return 0
+
+
+def _write_atomic(path: str, text: str) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""COCO box evaluation with pycocotools (optional dependency, imported on use)."""
+"""COCO box evaluation with pycocotools, or faster-coco-eval (same numbers, faster); both optional
+dependencies, imported on use."""
 
 from __future__ import annotations
 
@@ -13,16 +14,31 @@ from .errors import YoloWorldError
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
+def _evaluator(name: str) -> tuple[Any, Any]:
+    """(COCO, COCOeval) classes of ``"pycocotools"`` or ``"faster-coco-eval"``."""
+    try:
+        if name == "faster-coco-eval":
+            from faster_coco_eval import COCO, COCOeval_faster
+
+            return COCO, COCOeval_faster
+        if name == "pycocotools":
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+
+            return COCO, COCOeval
+    except ImportError as e:
+        raise ImportError(f"COCO evaluation with {name} needs it installed: pip install {name} "
+                          "(pycocotools comes with 'yoloworld-sdk[eval]')") from e
+    raise ValueError(f"unknown COCO evaluator {name!r}: expected 'pycocotools' or 'faster-coco-eval'")
+
+
 def coco_evaluate(ground_truth: str | os.PathLike | dict[str, Any], results: list[dict[str, Any]],
-                  image_ids: list[int] | None = None) -> dict[str, Any]:
+                  image_ids: list[int] | None = None, evaluator: str = "pycocotools") -> dict[str, Any]:
     """pycocotools' twelve bbox numbers (keys ``STAT_NAMES``, in [0, 1]) plus ``per_class``
     (category id -> AP). ``results``: COCO entries ``{image_id, category_id, bbox [x, y, w, h],
-    score}``; ``image_ids`` restricts evaluation (default: all images of the ground truth)."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:
-        raise ImportError("COCO evaluation needs pycocotools: pip install 'yoloworld-sdk[eval]'") from e
+    score}``; ``image_ids`` restricts evaluation (default: all images of the ground truth).
+    ``evaluator``: ``"pycocotools"`` or ``"faster-coco-eval"`` (its C++ port, the same numbers)."""
+    COCO, COCOeval = _evaluator(evaluator)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = ground_truth if isinstance(ground_truth, dict) else json.loads(
@@ -75,8 +91,8 @@ def validate_results(results: object, source: str = "results") -> list[dict[str,
 
 
 def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.PathLike,
-                      category_ids: list[int], batch_size: int = 8, progress: bool = True
-                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                      category_ids: list[int], batch_size: int = 8, progress: bool = True,
+                      evaluator: str = "pycocotools") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``detector`` over every image of the COCO ``ann`` (files under ``images_dir``) and score it.
 
     ``category_ids[k]`` is the dataset id of vocabulary class k. Returns (results, metrics)."""
@@ -100,7 +116,7 @@ def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.P
             results.extend(det.to_coco(image_id, category_ids))
         bar.update(len(chunk))
     bar.close()
-    return results, coco_evaluate(ann, results)
+    return results, coco_evaluate(ann, results, evaluator=evaluator)
 
 
 __all__ = ["STAT_NAMES", "coco_evaluate", "evaluate_detector", "format_table", "validate_results"]

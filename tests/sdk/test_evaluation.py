@@ -56,6 +56,21 @@ def test_equals_pycocotools_direct():
     assert ours["per_class"][5] > 0 and set(ours["per_class"]) == {1, 5, 9}
 
 
+def test_faster_coco_eval_gives_the_same_numbers(tmp_path):
+    pytest.importorskip("faster_coco_eval", reason="faster-coco-eval is optional (installed with the dev extra)")
+    ref = coco_evaluate(GT, DT)
+    fast = coco_evaluate(GT, DT, evaluator="faster-coco-eval")
+    np.testing.assert_allclose([fast[k] for k in STAT_NAMES], [ref[k] for k in STAT_NAMES], atol=1e-12)
+    assert fast["per_class"] == pytest.approx(ref["per_class"], abs=1e-12)
+    (tmp_path / "gt.json").write_text(json.dumps(GT))
+    (tmp_path / "dt.json").write_text(json.dumps(DT))
+    assert eval_main(["--ann", str(tmp_path / "gt.json"), "--results", str(tmp_path / "dt.json"),
+                      "--evaluator", "faster-coco-eval", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(ref["AP"], abs=1e-12)
+    with pytest.raises(ValueError, match="unknown COCO evaluator 'cocoapi'"):
+        coco_evaluate(GT, DT, evaluator="cocoapi")
+
+
 @pytest.mark.parametrize(
     ("results", "match"),
     [
