@@ -15,6 +15,7 @@ demo: $(VENV)/.installed
 		--imgsz 256 --out runs/demo_finetune/predict
 
 test: $(VENV)/.installed
+	-PYTHON=$(PY) bash cpp_samples/scripts/setup_deps.sh  # C++ sample deps; never fails (tests skip)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

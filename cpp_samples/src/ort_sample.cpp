@@ -43,12 +43,6 @@ std::vector<T> copy_tensor(const Ort::Value& v, const std::string& name) {
     return out;
 }
 
-struct Tensor {
-    std::vector<int64_t> shape;
-    std::vector<float> f;
-    std::vector<int32_t> i;
-};
-
 class OrtDetector {
 public:
     OrtDetector(const std::string& path, const yoloworld::Manifest& m, int threads)
@@ -72,7 +66,7 @@ public:
     }
 
     // images: B x 3 x H x W float32 -> every output named in the manifest
-    std::map<std::string, Tensor> infer(std::vector<float>& images, int64_t batch) {
+    sample::Outputs infer(std::vector<float>& images, int64_t batch) {
         const int64_t shape[4] = {batch, 3, manifest_.imgsz_h, manifest_.imgsz_w};
         const auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
         Ort::Value input = Ort::Value::CreateTensor<float>(mem, images.data(), images.size(), shape, 4);
@@ -80,10 +74,10 @@ public:
         std::vector<const char*> out_names;
         for (const auto& n : manifest_.output_names) out_names.push_back(n.c_str());
         auto outputs = session_.Run(Ort::RunOptions{nullptr}, &in_name, &input, 1, out_names.data(), out_names.size());
-        std::map<std::string, Tensor> out;
+        sample::Outputs out;
         for (size_t k = 0; k < outputs.size(); ++k) {
             const std::string& name = manifest_.output_names[k];
-            Tensor t;
+            sample::HostTensor t;
             t.shape = outputs[k].GetTensorTypeAndShapeInfo().GetShape();
             const auto type = outputs[k].GetTensorTypeAndShapeInfo().GetElementType();
             if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) t.f = copy_tensor<float>(outputs[k], name);
@@ -99,47 +93,6 @@ private:
     Ort::Session session_;
     std::vector<std::string> model_outputs_;
 };
-
-const Tensor& get(const std::map<std::string, Tensor>& outs, const std::string& name) {
-    auto it = outs.find(name);
-    if (it == outs.end()) throw Error("the model returned no output '" + name + "'");
-    return it->second;
-}
-
-// Batch item b's detections from whichever output form the manifest declares.
-std::vector<yoloworld::Detection> detections_for(const std::map<std::string, Tensor>& outs, size_t b,
-                                                 const yoloworld::Manifest& m, const yoloworld::LetterboxInfo& info,
-                                                 const yoloworld::PostprocessParams& p) {
-    if (m.end_to_end()) {
-        const Tensor& num = get(outs, "num_dets");
-        const Tensor& boxes = get(outs, "det_boxes");
-        const Tensor& scores = get(outs, "det_scores");
-        const Tensor& classes = get(outs, "det_classes");
-        const size_t k = static_cast<size_t>(scores.shape.at(1));
-        if (num.i.empty() || classes.i.empty()) throw Error("num_dets/det_classes must be integer tensors");
-        return yoloworld::unpack_nms_outputs(num.i[b], boxes.f.data() + b * k * 4, scores.f.data() + b * k,
-                                             classes.i.data() + b * k, k, info, p.conf, p.max_det);
-    }
-    if (outs.count("scores")) {  // exported raw form: decoded, one column per class
-        const Tensor& scores = get(outs, "scores");
-        const Tensor& boxes = get(outs, "boxes");
-        const size_t a = static_cast<size_t>(scores.shape.at(1));
-        const int c = static_cast<int>(scores.shape.at(2));
-        return yoloworld::postprocess_image(scores.f.data() + b * a * c, boxes.f.data() + b * a * 4, a, c, info, p);
-    }
-    // per-level head outputs (cls_logits_i: B x C x H x W, box_dists_i: B x 4R x H x W)
-    std::vector<yoloworld::LevelOutput> levels;
-    for (size_t l = 0; l < m.strides.size(); ++l) {
-        const Tensor& cls = get(outs, "cls_logits_" + std::to_string(l));
-        const Tensor& box = get(outs, "box_dists_" + std::to_string(l));
-        const int c = static_cast<int>(cls.shape.at(1)), r4 = static_cast<int>(box.shape.at(1));
-        const int h = static_cast<int>(cls.shape.at(2)), w = static_cast<int>(cls.shape.at(3));
-        levels.push_back({cls.f.data() + b * c * h * w, box.f.data() + b * r4 * h * w, c, r4 / 4, h, w, m.strides[l]});
-    }
-    std::vector<float> scores, boxes;
-    yoloworld::decode_head_outputs(levels, scores, boxes);
-    return yoloworld::postprocess_image(scores.data(), boxes.data(), boxes.size() / 4, levels.at(0).num_classes, info, p);
-}
 
 int run(int argc, char** argv) {
     const sample::Options opt = sample::parse_args(argc, argv, "model.onnx");
@@ -172,7 +125,7 @@ int run(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         const auto outs = det.infer(input, static_cast<int64_t>(n));
         infer_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        for (size_t b = 0; b < n; ++b) report.add(files[start + b], imgs[b], detections_for(outs, b, m, infos[b], params));
+        for (size_t b = 0; b < n; ++b) report.add(files[start + b], imgs[b], sample::detections_for(outs, b, m, infos[b], params));
     }
     std::cerr << "inference: " << infer_ms / files.size() << " ms per image\n";
     return 0;

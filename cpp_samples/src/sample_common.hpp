@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -128,5 +129,54 @@ private:
     std::string out_dir_;
     bool first_ = true;
 };
+
+// One output copied to the host: float32 data in `f`, integer data in `i`.
+struct HostTensor {
+    std::vector<int64_t> shape;
+    std::vector<float> f;
+    std::vector<int32_t> i;
+};
+using Outputs = std::map<std::string, HostTensor>;
+
+inline const HostTensor& get(const Outputs& outs, const std::string& name) {
+    auto it = outs.find(name);
+    if (it == outs.end()) throw Error("the model returned no output '" + name + "'");
+    return it->second;
+}
+
+// Batch item b's detections from whichever output form the manifest declares.
+inline std::vector<yoloworld::Detection> detections_for(const Outputs& outs, size_t b,
+                                                 const yoloworld::Manifest& m, const yoloworld::LetterboxInfo& info,
+                                                 const yoloworld::PostprocessParams& p) {
+    if (m.end_to_end()) {
+        const HostTensor& num = get(outs, "num_dets");
+        const HostTensor& boxes = get(outs, "det_boxes");
+        const HostTensor& scores = get(outs, "det_scores");
+        const HostTensor& classes = get(outs, "det_classes");
+        const size_t k = static_cast<size_t>(scores.shape.at(1));
+        if (num.i.empty() || classes.i.empty()) throw Error("num_dets/det_classes must be integer tensors");
+        return yoloworld::unpack_nms_outputs(num.i[b], boxes.f.data() + b * k * 4, scores.f.data() + b * k,
+                                             classes.i.data() + b * k, k, info, p.conf, p.max_det);
+    }
+    if (outs.count("scores")) {  // exported raw form: decoded, one column per class
+        const HostTensor& scores = get(outs, "scores");
+        const HostTensor& boxes = get(outs, "boxes");
+        const size_t a = static_cast<size_t>(scores.shape.at(1));
+        const int c = static_cast<int>(scores.shape.at(2));
+        return yoloworld::postprocess_image(scores.f.data() + b * a * c, boxes.f.data() + b * a * 4, a, c, info, p);
+    }
+    // per-level head outputs (cls_logits_i: B x C x H x W, box_dists_i: B x 4R x H x W)
+    std::vector<yoloworld::LevelOutput> levels;
+    for (size_t l = 0; l < m.strides.size(); ++l) {
+        const HostTensor& cls = get(outs, "cls_logits_" + std::to_string(l));
+        const HostTensor& box = get(outs, "box_dists_" + std::to_string(l));
+        const int c = static_cast<int>(cls.shape.at(1)), r4 = static_cast<int>(box.shape.at(1));
+        const int h = static_cast<int>(cls.shape.at(2)), w = static_cast<int>(cls.shape.at(3));
+        levels.push_back({cls.f.data() + b * c * h * w, box.f.data() + b * r4 * h * w, c, r4 / 4, h, w, m.strides[l]});
+    }
+    std::vector<float> scores, boxes;
+    yoloworld::decode_head_outputs(levels, scores, boxes);
+    return yoloworld::postprocess_image(scores.data(), boxes.data(), boxes.size() / 4, levels.at(0).num_classes, info, p);
+}
 
 }  // namespace sample
