@@ -281,6 +281,15 @@ def test_tensorrt_sample_skipped_with_a_reason(cpp_build):
 IMAGE_SHAPES = [(160, 160), (200, 120), (70, 100), (33, 250), (300, 411), (480, 640), (97, 161)]
 
 
+@pytest.fixture(scope="session")
+def ort_exe(cpp_build) -> Path:
+    """The built ONNX Runtime sample; requested before ``onnx_models`` so a skip costs no export."""
+    exe = cpp_build.exe("yoloworld_ort")
+    if not exe.exists():
+        pytest.skip(cpp_build.skip_reason("yoloworld_ort"))
+    return exe
+
+
 @pytest.fixture(scope="module")
 def onnx_models(tmp_path_factory):
     """A tiny calibrated model exported at imgsz 160 in the raw and the in-graph NMS form, and a folder
@@ -316,13 +325,11 @@ def onnx_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("form", ["raw", "nms"])
-def test_ort_sample_matches_detector(cpp_build, onnx_models, tmp_path, form):
+def test_ort_sample_matches_detector(ort_exe, cpp_build, onnx_models, tmp_path, form):
     """The C++ sample and sdk.Detector on the same export and images: same detections, same order."""
     from sdk import Detector
 
-    exe = cpp_build.exe("yoloworld_ort")
-    if not exe.exists():
-        pytest.skip(cpp_build.skip_reason("yoloworld_ort"))
+    exe = ort_exe
     paths, images = onnx_models
     out = tmp_path / "annotated"
     t0 = time.perf_counter()
@@ -349,10 +356,8 @@ def test_ort_sample_matches_detector(cpp_build, onnx_models, tmp_path, form):
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{Path(g['source']).stem}.jpg" for g in got)
 
 
-def test_ort_sample_errors(cpp_build, onnx_models, tmp_path):
-    exe = cpp_build.exe("yoloworld_ort")
-    if not exe.exists():
-        pytest.skip(cpp_build.skip_reason("yoloworld_ort"))
+def test_ort_sample_errors(ort_exe, onnx_models, tmp_path):
+    exe = ort_exe
     paths, images = onnx_models
     lonely = tmp_path / "lonely.onnx"
     shutil.copy(paths["raw"], lonely)  # no sidecar next to it
