@@ -169,7 +169,7 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = report["results"]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.6))
     labels = [f"{r['model']} b{r['batch']}" for r in rows]
     left = np.zeros(len(rows))
     for k, c in zip(STAGES, ("#55a868", "#4c72b0", "#c44e52"), strict=True):
@@ -178,9 +178,9 @@ def plot(report: dict[str, Any], path: Path) -> bool:
         left += vals
     ax.invert_yaxis()
     ax.set_xlabel("ms per image, end to end (file -> Detections)")
-    ax.set_title(f"yoloworld-bench on {report['environment'].get('gpu') or report['environment'].get('cpu')}",
-                 fontsize=9)
-    ax.legend(fontsize=8)
+    env = report["environment"]
+    ax.set_title(f"yoloworld-bench, {env['device']}: {env.get('gpu') or env.get('cpu')}", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(STAGES), loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
