@@ -50,6 +50,14 @@ def test_torch_free_install_predicts(tiny_checkpoints, images, tmp_path):
     # and the same detections as here
     here = sdk_predict(tmp_path)
     assert out["n"] == here
+    # the benchmark entry point is torch-free too (no matplotlib there: JSON and markdown, no plot)
+    bench = subprocess.run([str(env_dir / "bin" / "yoloworld-bench"), str(tmp_path / "m.onnx"), "--batch", "1",
+                            "--count", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path / "b.json")],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert "torch" not in report["environment"] and report["results"][0]["backend"] == "onnxruntime"
+    assert (tmp_path / "b.md").is_file() and not (tmp_path / "b.png").exists()
 
 
 def sdk_predict(tmp_path: Path) -> int:
