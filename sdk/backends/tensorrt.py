@@ -173,6 +173,7 @@ class TensorRTBackend:
             cuda.launch(graph, stream)
         else:
             if not ctx.execute_async_v3(stream_handle(stream)):
+                self._raise_allocation_error()
                 raise YoloWorldError(f"{self.path.name}: TensorRT execution failed (see TensorRT's log above)")
             if self.cuda_graphs:  # after a normal run of this shape, TensorRT may be captured
                 cuda.begin_capture(stream)
@@ -186,6 +187,7 @@ class TensorRTBackend:
         cuda.synchronize(stream)
         out = {n: self._host[n][:int(np.prod(s)) * self.dtypes[n].itemsize].view(self.dtypes[n]).reshape(s).copy()
                for n, s in shapes.items()}
+        self._raise_allocation_error()
         for name, alloc in self._allocators.items():  # shapes known only now
             out[name] = np.empty(alloc.shape, alloc.dtype)
             if out[name].nbytes:
@@ -197,6 +199,12 @@ class TensorRTBackend:
                 cuda.synchronize(stream)
                 out[name][...] = self._host[name][:out[name].nbytes].view(alloc.dtype).reshape(alloc.shape)
         return out
+
+    def _raise_allocation_error(self) -> None:
+        for name, alloc in self._allocators.items():
+            if alloc.error is not None:
+                error, alloc.error = alloc.error, None
+                raise YoloWorldError(f"{self.path.name}: no device memory for output {name!r}: {error}")
 
     def close(self) -> None:
         """Free graphs, buffers and the stream (also on garbage collection)."""
@@ -225,18 +233,26 @@ class TensorRTBackend:
 
 def _output_allocator(trt: Any, cuda: CudaApi, dtype: np.dtype) -> Any:
     """A ``trt.IOutputAllocator`` for an output whose shape TensorRT knows only while running; the
-    device buffer grows when asked and is reused."""
+    device buffer grows when asked and is reused. A failed allocation returns 0 (TensorRT's way to
+    hear of it) and is raised after the run: exceptions must not cross TensorRT's C++ callback."""
 
     class Allocator(trt.IOutputAllocator):
         def __init__(self) -> None:
             trt.IOutputAllocator.__init__(self)
-            self.ptr, self.size, self.shape, self.dtype = 0, 0, (), dtype
+            self.ptr, self.size, self.shape, self.dtype, self.error = 0, 0, (), dtype, None
 
         def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
             if size > self.size or not self.ptr:
                 self.free()
-                self.ptr, self.size = cuda.malloc(max(size, 1)), size
+                try:
+                    self.ptr, self.size = cuda.malloc(max(size, 1)), size
+                except Exception as e:
+                    self.error = e
+                    return 0
             return self.ptr
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):  # the name before TensorRT 10
+            return self.reallocate_output_async(tensor_name, memory, size, alignment, None)
 
         def notify_shape(self, tensor_name, shape):
             self.shape = tuple(int(d) for d in shape)

@@ -151,6 +151,8 @@ def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynami
                     if name in self.allocators:
                         alloc = self.allocators[name]
                         ptr = alloc.reallocate_output_async(name, 0, value.nbytes, 256, stream)
+                        if not ptr:  # TensorRT fails the enqueue when an allocator returns null
+                            return False
                         alloc.notify_shape(name, value.shape)
                     else:
                         ptr = self.addresses[name]
@@ -158,9 +160,8 @@ def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynami
 
             if cuda.capturing is not None:
                 cuda.capturing.append(work)
-            else:
-                work()
-            return True
+                return True
+            return work() is not False
 
     class Engine:
         def __init__(self, onnx_path):
@@ -315,6 +316,18 @@ def test_data_dependent_outputs_use_an_allocator_and_turn_graphs_off(env, export
     assert not any(c[0] == "capture" for c in env.cuda.log)
     be.close()
     assert env.cuda.mem == {} and env.cuda.pinned == []
+
+
+def test_failed_output_allocation_is_named(env, exported, tmp_path, monkeypatch):
+    be = open_backend(env, make_engine(exported["nms"], tmp_path / "m.engine"), dynamic_outputs=("det_boxes",))
+
+    def out_of_memory(nbytes):
+        raise YoloWorldError(f"CUDA cudaMalloc({nbytes}) failed: out of memory")
+
+    monkeypatch.setattr(env.cuda, "malloc", out_of_memory)  # the allocator's first request fails
+    with pytest.raises(YoloWorldError, match=r"no device memory for output 'det_boxes': CUDA cudaMalloc\(\d+\) "
+                                             r"failed: out of memory"):
+        be.infer(np.zeros((1, 3, 160, 160), np.float32))
 
 
 def test_profile_errors_without_splitting(env, exported, tmp_path):
