@@ -124,8 +124,7 @@ def cuda_binding() -> dict:
     cuda.synchronize(stream)
     replay_ok = bool((dst == src).all())
     cuda.graph_destroy(graph)
-    for ptr in (dev,):
-        cuda.free(ptr)
+    cuda.free(dev)
     cuda.host_free(src)
     cuda.host_free(dst)
     cuda.stream_destroy(stream)

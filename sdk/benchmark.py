@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .backends.base import RuntimeOptions
 from .detector import Detector
 from .images import expand_sources, load
@@ -193,9 +193,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for path, text in ((out, json.dumps(report, indent=1)), (out.with_suffix(".md"), markdown(report))):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-        written.append(path)
+        written.append(atomic_write_text(path, text))
     if plot(report, out.with_suffix(".png")):
         written.append(out.with_suffix(".png"))
     return written

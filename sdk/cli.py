@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 
+from .atomic import atomic_write_text
 from .errors import YoloWorldError
 
 
@@ -64,8 +65,8 @@ def run_predict(args: argparse.Namespace) -> int:
             total += len(det)
         bar.update(len(chunk))
     bar.close()
-    (out / "predictions.json").write_text(json.dumps({"classes": detector.class_names,
-                                                      "results": records}, indent=1))
+    atomic_write_text(out / "predictions.json", json.dumps({"classes": detector.class_names, "results": records},
+                                                           indent=1))
     print(f"{len(sources)} images, {total} detections -> {out}/ (annotated images, predictions.json)")
     return 0
 
@@ -135,7 +136,7 @@ def run_eval(args: argparse.Namespace) -> int:
         results, metrics = evaluate_detector(det, ann, args.images, [c["id"] for c in cats], args.batch_size,
                                              evaluator=args.evaluator)
         if args.results_out:
-            _write_atomic(args.results_out, json.dumps(results))
+            atomic_write_text(args.results_out, json.dumps(results))
     names = {c["id"]: c["name"] for c in cats}
     print("  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES))
     for cid, ap in metrics["per_class"].items():
@@ -144,15 +145,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         out = {k: metrics[k] for k in STAT_NAMES}
         out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
-        _write_atomic(args.json, json.dumps(out, indent=1))
+        atomic_write_text(args.json, json.dumps(out, indent=1))
     return 0
-
-
-def _write_atomic(path: str, text: str) -> None:
-    from .atomic import atomic_path
-
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text)
 
 
 if __name__ == "__main__":

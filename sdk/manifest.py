@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .atomic import atomic_path
+from .atomic import atomic_write_text
 from .errors import YoloWorldError
 
 MANIFEST_KEY = "yoloworld"  # ONNX metadata_props key
@@ -107,10 +107,7 @@ def sidecar_path(artifact: str | os.PathLike) -> Path:
 
 
 def write_sidecar(manifest: Manifest, artifact: str | os.PathLike) -> Path:
-    path = sidecar_path(artifact)
-    with atomic_path(path) as tmp:
-        tmp.write_text(manifest.to_json())
-    return path
+    return atomic_write_text(sidecar_path(artifact), manifest.to_json())
 
 
 def read_manifest(artifact: str | os.PathLike) -> Manifest:

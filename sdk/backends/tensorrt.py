@@ -161,7 +161,7 @@ class TensorRTBackend:
         cuda, ctx, stream = self.cuda, self.context, self.stream
         b = batch.shape[0]
         host_in = self._host[self.input]
-        nbytes = batch.size * self.dtypes[self.input].itemsize
+        nbytes = self._nbytes(self.input, batch.shape)
         np.copyto(host_in[:nbytes].view(self.dtypes[self.input]).reshape(batch.shape), batch)
         cuda.htod_async(self._device[self.input], host_in, nbytes, stream)
         if b != self._bound_batch:
@@ -182,23 +182,28 @@ class TensorRTBackend:
         shapes = {n: tuple(int(d) for d in ctx.get_tensor_shape(n)) for n in self.outputs
                   if n not in self._allocators}
         for name, shape in shapes.items():
-            cuda.dtoh_async(self._host[name], self._device[name], int(np.prod(shape)) * self.dtypes[name].itemsize,
-                            stream)
+            cuda.dtoh_async(self._host[name], self._device[name], self._nbytes(name, shape), stream)
         cuda.synchronize(stream)
-        out = {n: self._host[n][:int(np.prod(s)) * self.dtypes[n].itemsize].view(self.dtypes[n]).reshape(s).copy()
-               for n, s in shapes.items()}
+        out = {n: self._from_host(n, s, self.dtypes[n]) for n, s in shapes.items()}
         self._raise_allocation_error()
         for name, alloc in self._allocators.items():  # shapes known only now
-            out[name] = np.empty(alloc.shape, alloc.dtype)
-            if out[name].nbytes:
-                if name not in self._host or self._host[name].nbytes < out[name].nbytes:
-                    if name in self._host:
-                        cuda.host_free(self._host[name])
-                    self._host[name] = cuda.host_alloc(out[name].nbytes)
-                cuda.dtoh_async(self._host[name], alloc.ptr, out[name].nbytes, stream)
+            nbytes = self._nbytes(name, alloc.shape)
+            if name not in self._host or self._host[name].nbytes < nbytes:
+                if name in self._host:
+                    cuda.host_free(self._host[name])
+                self._host[name] = cuda.host_alloc(nbytes)
+            if nbytes:
+                cuda.dtoh_async(self._host[name], alloc.ptr, nbytes, stream)
                 cuda.synchronize(stream)
-                out[name][...] = self._host[name][:out[name].nbytes].view(alloc.dtype).reshape(alloc.shape)
+            out[name] = self._from_host(name, alloc.shape, alloc.dtype)
         return out
+
+    def _nbytes(self, name: str, shape: tuple[int, ...]) -> int:
+        return int(np.prod(shape)) * self.dtypes[name].itemsize
+
+    def _from_host(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A copy of ``name``'s pinned host buffer as ``shape`` (the buffer is reused by the next call)."""
+        return self._host[name][:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape).copy()
 
     def _raise_allocation_error(self) -> None:
         for name, alloc in self._allocators.items():
