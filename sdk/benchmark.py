@@ -108,7 +108,9 @@ def describe(detector: Detector, path: str) -> dict[str, Any]:
     manifest = getattr(backend, "manifest", None)
     info = {"model": Path(path).name, "backend": backend.name, "imgsz": detector.imgsz,
             "classes": len(detector.class_names),
-            "precision": manifest.precision if manifest else "fp32 (checkpoint)",
+            "precision": manifest.precision if manifest else
+            f"{'fp16' if getattr(backend, 'dtype', None) is not None and backend.dtype.itemsize == 2 else 'fp32'}"
+            " (checkpoint)",
             "output_form": manifest.output_form if manifest else "raw heads"}
     if hasattr(backend, "providers"):
         info["providers"] = backend.providers
@@ -252,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--io-binding", action="store_true", help="ONNX Runtime IO binding (default: on GPU)")
     p.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs")
+    p.add_argument("--half", action="store_true", help="checkpoints: float16 PyTorch (CUDA)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON; .md and .png beside it")
     args = p.parse_args(argv)
     if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0 or args.count < 1:
         p.error("--batch, --repeats and --count must be >= 1 and --warmup >= 0")
     runtime = RuntimeOptions(intra_op_threads=args.threads, io_binding=True if args.io_binding else None,
-                             cuda_graphs=args.cuda_graphs)
+                             cuda_graphs=args.cuda_graphs, half=args.half)
     report = run(args.models, args.batch, args.device, args.images, args.count, args.warmup, args.repeats,
                  args.classes, args.imgsz, runtime)
     print(markdown(report))

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 
 from .atomic import atomic_write_text
+from .backends.base import RuntimeOptions
 from .errors import YoloWorldError
 
 
@@ -30,6 +31,7 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first")
     p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
+    p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
     return p
 
 
@@ -50,7 +52,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     detector = Detector(args.weights, classes=args.classes, device=args.device, imgsz=args.imgsz,
                         conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
-                        prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt)
+                        prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt,
+                        runtime=RuntimeOptions(half=args.half))
     sources = expand_sources(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--iou", type=float, default=0.7)
     p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
     return p
 
 
@@ -123,7 +127,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from .detector import Detector
         from .errors import VocabularyError
 
-        settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det)
+        settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det,
+                        runtime=RuntimeOptions(half=args.half))
         try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
             det = Detector(args.model, classes=args.classes, **settings)
         except VocabularyError:

@@ -24,6 +24,9 @@ def _open_backend(weights: str | os.PathLike, device: str, runtime: RuntimeOptio
     """The backend for the artifact's kind: ``.onnx`` ONNX Runtime, ``.engine``/``.plan`` TensorRT, else a
     torch checkpoint. Each backend module imports its runtime only when opened."""
     suffix = Path(weights).suffix.lower()
+    if runtime is not None and runtime.half and suffix in (".onnx", ".engine", ".plan"):
+        raise ValueError(f"RuntimeOptions(half=True) is for PyTorch checkpoints; {weights} runs in the precision "
+                         f"it was exported with (yoloworld-export --precision fp16)")
     if suffix == ".onnx":
         from .backends.onnxruntime import OnnxRuntimeBackend
 
@@ -34,7 +37,7 @@ def _open_backend(weights: str | os.PathLike, device: str, runtime: RuntimeOptio
         return TensorRTBackend(weights, "cuda" if device == "cpu" else device, runtime)
     from .backends.torch import TorchBackend  # imports torch only here
 
-    return TorchBackend(weights, device)
+    return TorchBackend(weights, device, half=runtime is not None and runtime.half)
 
 
 class Detector:
@@ -52,8 +55,8 @@ class Detector:
         agnostic: class-agnostic NMS.
         prompt_merge: how several prompts per class combine: ``"first"`` (official), ``"mean"``
             or ``"max"``. pad_prompt: append the official demo's ``' '`` prompt (never reported).
-        runtime: :class:`RuntimeOptions` for exported artifacts (ONNX Runtime providers, threads, IO
-            binding; TensorRT CUDA graphs and batch splitting).
+        runtime: :class:`RuntimeOptions` (PyTorch float16; ONNX Runtime providers, threads, IO binding;
+            TensorRT CUDA graphs and batch splitting).
 
     Example:
         >>> det = Detector("yolo_world_v2_s.pth", classes=["person", "bus"])  # doctest: +SKIP

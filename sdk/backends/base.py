@@ -16,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How an exported artifact runs; each backend reads the fields that concern it.
+    """How a model runs; each backend reads the fields that concern it.
 
     providers: ONNX Runtime execution providers in order of preference (default: TensorRT, CUDA, CPU
         where present for a ``cuda`` device, CPU for ``cpu``). intra_op_threads / inter_op_threads:
@@ -24,7 +24,9 @@ class RuntimeOptions:
         outputs so each is copied once between host and GPU (None: on when a GPU provider runs).
         cuda_graphs: TensorRT, capture one CUDA graph per batch size and replay it. split_batches:
         TensorRT, split a batch larger than the engine's profile and pad one smaller than its minimum
-        (False: such a batch is an error naming the profile).
+        (False: such a batch is an error naming the profile). half: PyTorch checkpoints, run the
+        network in float16 (for CUDA; torch's CPU float16 kernels are slow). The text encoder stays
+        float32. An export's precision is fixed when it is exported, so exports refuse ``half``.
     """
 
     providers: tuple[str, ...] | None = None
@@ -33,6 +35,7 @@ class RuntimeOptions:
     io_binding: bool | None = None
     cuda_graphs: bool = False
     split_batches: bool = True
+    half: bool = False
 
 
 class Backend(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,13 @@ from ..errors import VocabularyError
 
 
 class TorchBackend:
-    """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint."""
+    """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint; ``half``: float16 network
+    (outputs come back as float32 numpy)."""
 
     name = "torch"
     open_vocabulary = True
 
-    def __init__(self, weights: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(self, weights: str | os.PathLike, device: str = "cpu", half: bool = False) -> None:
         import torch
 
         from ..model.checkpoint import load_checkpoint_with_meta
@@ -24,20 +26,31 @@ class TorchBackend:
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(weights, self.device)
+        self.dtype = torch.float16 if half else torch.float32
+        if half and self.device.type == "cpu":
+            warnings.warn("half=True on the CPU: PyTorch's float16 CPU kernels are many times slower than "
+                          "float32; float16 is meant for CUDA", stacklevel=4)
+        if half:
+            # the text encoder stays float32 (a round trip through float16 would change its weights,
+            # its embeddings and their cache key); embeddings are cast when set
+            for name, child in self.model.named_children():
+                if name != "text_encoder":
+                    child.half()
         self._text: Any = None
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return encode_texts(self.model, self.meta.get("text_embeddings"), texts)
 
     def set_text(self, text_embeds: np.ndarray) -> None:
-        self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device)
+        self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device, self.dtype)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         if self._text is None:
             raise RuntimeError("no vocabulary set")
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(images).to(self.device), self._text)
+            # cast after the copy: float32 crosses to the GPU, the cast runs there
+            out = self.model(torch.from_numpy(images).to(self.device).to(self.dtype), self._text)
         res = {f"cls_logits_{i}": t.float().cpu().numpy() for i, t in enumerate(out.cls_logits)}
         res.update({f"box_dists_{i}": t.float().cpu().numpy() for i, t in enumerate(out.box_dists)})
         return res

@@ -26,24 +26,9 @@ def export(ckpt, path, classes=CLASSES, merge="first", pad=False, **kw):
     return export_onnx(model, vocab, emb, path, imgsz=160, log=lambda *_: None, **kw)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model fine-tuned for a few epochs on the generated shapes (realistic weights)."""
-    from training.finetune import main as finetune
-    from training.synthetic import make_shapes_dataset
-
-    root = tmp_path_factory.mktemp("trained")
-    data = make_shapes_dataset(root / "data", num_train=16, num_val=4, size=128, seed=0)
-    assert finetune(["--model", "tiny", "--data", str(data), "--imgsz", "160", "--epochs", "10",
-                     "--batch-size", "4", "--total-batch-size", "4", "--workers", "0", "--num-texts", "6",
-                     "--min-size", "0", "--lr", "0.004", "--warmup-min-iters", "2", "--warmup-epochs", "0",
-                     "--val-interval", "100", "--close-mosaic", "10", "--output", str(root / "run")]) == 0
-    return root / "run" / "last.pt", sorted((root / "data" / "val").iterdir())
-
-
-def test_onnx_runtime_equals_pytorch_on_trained_weights(trained, images, tmp_path):
+def test_onnx_runtime_equals_pytorch_on_trained_weights(trained_tiny, images, tmp_path):
     """The issue's bar: same classes, boxes within 1e-3 px (measured ~2e-5 px)."""
-    ckpt, val_images = trained
+    ckpt, val_images = trained_tiny
     path = tmp_path / "m.onnx"
     export(ckpt, path, classes=["red circle", "green square", "blue triangle", "yellow star"], verify_batches=(1, 3))
     got = Detector(path, conf=0.01).predict(val_images + images, batch_size=3)
@@ -93,8 +78,8 @@ def test_graph_and_metadata(tiny_checkpoints, tmp_path):
     assert len(meta.embedding_sha256) == 64 and meta.versions["opset"] == "17"
 
 
-def test_prompt_merge_and_padding_in_graph(trained, tmp_path):
-    ckpt, val_images = trained
+def test_prompt_merge_and_padding_in_graph(trained_tiny, tmp_path):
+    ckpt, val_images = trained_tiny
     prompts = [["red circle", "red disk"], ["green square"], ["blue triangle", "blue pyramid", "triangle"],
                ["yellow star"]]
     path = tmp_path / "max.onnx"
@@ -162,12 +147,12 @@ def test_cli_export_and_errors(tiny_checkpoints, tmp_path, capsys):
     assert np.all([p.suffix != ".tmp" for p in tmp_path.iterdir()])
 
 
-def test_cli_forms_precision_trt_triton(trained, tmp_path, capsys):
+def test_cli_forms_precision_trt_triton(trained_tiny, tmp_path, capsys):
     """The CLI's other paths: in-graph NMS, fp16 with NMS appended after conversion, a clear TensorRT
     message without TensorRT, a Triton repository."""
     import importlib.util
 
-    ckpt, val_images = trained
+    ckpt, val_images = trained_tiny
     base = ["--weights", str(ckpt), "--imgsz", "160"]
     nms_path, fp16_path = tmp_path / "nms.onnx", tmp_path / "fp16.onnx"
     assert export_main([*base, "--output", str(nms_path), "--output-form", "nms", "--conf", "0.05"]) == 0
