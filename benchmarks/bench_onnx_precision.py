@@ -51,7 +51,9 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def build(imgsz: int):
+def build(imgsz: int, size: str = "s"):
+    """A calibrated random ``size`` v2 model without its text encoder, an 80-class vocabulary and its
+    random unit embeddings ``(80, D)`` float32."""
     import torch
 
     from sdk.model import build_model, get_config
@@ -60,9 +62,9 @@ def build(imgsz: int):
     from sdk.vocabulary import Vocabulary
 
     torch.manual_seed(0)
-    model = build_model(get_config("s", "v2")).eval()
+    model = build_model(get_config(size, "v2")).eval()
     model.text_encoder = None  # embeddings are given; no CLIP weights needed
-    emb = torch.nn.functional.normalize(torch.randn(80, 512), dim=-1)
+    emb = torch.nn.functional.normalize(torch.randn(80, model.config.text_channels), dim=-1)
     batch = torch.from_numpy(preprocess(synthetic_bgr(2, 1, imgsz), imgsz)[0])
     calibrate_random_model(model, batch, emb)
     for bn in model.modules():  # tempering: see tests/export/test_precision.py

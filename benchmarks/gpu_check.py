@@ -1,11 +1,21 @@
 """The prepared GPU check (one short run on a lent H100/H200): what needs CUDA, measured.
 
-Records: PyTorch CUDA forward throughput (fp32 and fp16) of S and L at 640, batch 1 and 32; one AMP
-training step (fp16 with a gradient scaler, and bf16) of S; the SDK's cuda-python binding (pinned
-round trip, graph capture and replay); the exported S on ONNX Runtime's CUDA provider (IO binding)
-and as a TensorRT engine through ``sdk.backends.tensorrt`` (with and without CUDA graphs), each
-checked against ONNX Runtime on CPU, when they are installed (skipped and said so otherwise).
-Writes JSON. No open_clip needed: text embeddings are random unit vectors (80 classes).
+Sections, in order of importance, each recorded even when a later one fails:
+
+- ``forward``: PyTorch CUDA forward throughput (fp32, fp16) of S and L at 640, batch 1 and 32;
+- ``train_step``: one AMP training step of S (fp16 with a gradient scaler, and bf16);
+- ``predict``: ``Detector.predict`` on the PyTorch backend, fp32 and fp16 (``RuntimeOptions(half=True)``),
+  S and L, batch 1 and 32, model-only and end to end from JPEG files (``sdk.benchmark.run``; its JSON,
+  markdown and plot are written beside ``--out`` as ``gpu_predict_torch.*``);
+- ``cuda_binding``: the SDK's cuda-python binding (pinned round trip, graph capture and replay);
+- ``deployment``: the exported S on ONNX Runtime's CUDA provider (IO binding) and as a TensorRT engine
+  through ``sdk.backends.tensorrt`` (with and without CUDA graphs), each checked against ONNX Runtime on
+  the CPU, where installed (skipped and said so otherwise).
+
+No open_clip needed: text embeddings are random unit vectors (80 classes). The JSON is rewritten
+after every section, so a run cut short keeps what it measured; a failed section records its error
+and the exit status is 1. ``--smoke`` runs the same code on the CPU at toy sizes (tiny model, 128 px),
+which is how CI keeps this script working between the rare sessions that are lent a GPU.
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
 """
@@ -13,13 +23,19 @@ Writes JSON. No open_clip needed: text embeddings are random unit vectors (80 cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,28 +43,52 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sdk.atomic import atomic_write_text  # noqa: E402
 from sdk.model import build_model, get_config  # noqa: E402
 
 
-def timed(fn, repeats: int, warmup: int) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    device: str = "cuda"
+    sizes: tuple[str, ...] = ("s", "l")
+    imgsz: int = 640
+    batches: tuple[int, ...] = (1, 32)
+    warmup: int = 5
+    repeats: int = 20
+    train_batch: int = 16
+    train_repeats: int = 5
+    predict_repeats: int = 5
+
+
+SMOKE = Settings(device="cpu", sizes=("tiny",), imgsz=128, batches=(1, 2), warmup=1, repeats=2, train_batch=2,
+                 train_repeats=1, predict_repeats=1)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int, device: str = "cuda") -> dict:
+    """min / median / max milliseconds of ``fn`` (the device synchronised after each call)."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return {"min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3, "max_ms": max(times) * 1e3}
 
 
-def forward_throughput(size: str, batch: int, dtype: str) -> dict:
+def forward_throughput(cfg: Settings, size: str, batch: int, dtype: str) -> dict:
     torch.manual_seed(0)
-    model = build_model(get_config(size, "v2")).cuda().eval()
+    model = build_model(get_config(size, "v2")).to(cfg.device).eval()
     model.text_encoder = None
-    text = torch.nn.functional.normalize(torch.randn(80, 512, device="cuda"), dim=-1)
-    x = torch.rand(batch, 3, 640, 640, device="cuda")
+    text = torch.nn.functional.normalize(torch.randn(80, model.config.text_channels, device=cfg.device), dim=-1)
+    x = torch.rand(batch, 3, cfg.imgsz, cfg.imgsz, device=cfg.device)
     if dtype == "fp16":
         model, text, x = model.half(), text.half(), x.half()
 
@@ -56,30 +96,31 @@ def forward_throughput(size: str, batch: int, dtype: str) -> dict:
         with torch.inference_mode():
             model(x, text)
 
-    t = timed(run, repeats=20, warmup=5)
+    t = timed(run, cfg.repeats, cfg.warmup, cfg.device)
     return {"size": size, "batch": batch, "dtype": dtype, **t, "images_per_s": batch / t["median_ms"] * 1e3}
 
 
-def train_step(amp: str, batch: int = 16) -> dict:
+def train_step(cfg: Settings, amp: str) -> dict:
     from training.engine import autocast
     from training.loss import YoloWorldLoss
 
     torch.manual_seed(0)
-    model = build_model(get_config("s", "v2")).cuda().train()
+    device, b, s = torch.device(cfg.device), cfg.train_batch, cfg.imgsz
+    model = build_model(get_config(cfg.sizes[0], "v2")).to(device).train()
     model.text_encoder = None
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     loss_fn = YoloWorldLoss()
-    x = torch.rand(batch, 3, 640, 640, device="cuda")
-    text = torch.nn.functional.normalize(torch.randn(batch, 80, 512, device="cuda"), dim=-1)
-    xy = torch.rand(batch, 6, 2, device="cuda") * 400
-    boxes = torch.cat([xy, xy + 30 + torch.rand(batch, 6, 2, device="cuda") * 200], -1)
-    labels = torch.randint(0, 80, (batch, 6), device="cuda")
-    mask = torch.ones(batch, 6, dtype=torch.bool, device="cuda")
+    x = torch.rand(b, 3, s, s, device=device)
+    text = torch.nn.functional.normalize(torch.randn(b, 80, model.config.text_channels, device=device), dim=-1)
+    xy = torch.rand(b, 6, 2, device=device) * s * 0.6
+    boxes = torch.cat([xy, xy + s * 0.05 + torch.rand(b, 6, 2, device=device) * s * 0.3], -1)
+    labels = torch.randint(0, 80, (b, 6), device=device)
+    mask = torch.ones(b, 6, dtype=torch.bool, device=device)
     losses = []
 
     def step() -> None:
-        with autocast(torch.device("cuda"), amp):
+        with autocast(device, amp):
             out = model(x, text)
         loss, parts = loss_fn(out, labels, boxes, mask)
         scaler.scale(loss).backward()
@@ -90,15 +131,56 @@ def train_step(amp: str, batch: int = 16) -> dict:
         opt.zero_grad(set_to_none=True)
         losses.append({k: float(v) for k, v in parts.items()})
 
-    t = timed(step, repeats=5, warmup=2)
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    return {"model": "s", "batch": batch, "amp": amp, **t, "images_per_s": batch / t["median_ms"] * 1e3,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "last_losses": losses[-1]}
+    t = timed(step, cfg.train_repeats, 2, cfg.device)
+    peak = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    return {"model": cfg.sizes[0], "batch": b, "amp": amp, **t, "images_per_s": b / t["median_ms"] * 1e3,
+            "peak_memory_gib": peak, "last_losses": losses[-1]}
 
 
-def cuda_binding() -> dict:
+def save_checkpoints(cfg: Settings, tmp: Path) -> list[str]:
+    """Calibrated random models (no text encoder; 80 stored prompt embeddings) as own checkpoints."""
+    from benchmarks.bench_onnx_precision import build
+    from sdk.model.checkpoint import save_checkpoint
+
+    paths = []
+    for size in cfg.sizes:
+        model, vocab, emb = build(cfg.imgsz, size)
+        model.config = dataclasses.replace(model.config, text_encoder=None)
+        table = {name: torch.from_numpy(row) for name, row in zip(vocab.names, emb, strict=True)}
+        paths.append(str(save_checkpoint(model, tmp / f"{size}.pt", vocabulary=[[n] for n in vocab.names],
+                                         text_embeddings=table)))
+    return paths
+
+
+def predict(cfg: Settings, out: Path) -> dict:
+    """``sdk.benchmark.run`` over the PyTorch backend in fp32 and fp16; report files beside ``out``."""
+    from sdk.backends.base import RuntimeOptions
+    from sdk.benchmark import run, write_report
+
+    rows: list[dict] = []
+    report: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = save_checkpoints(cfg, Path(tmp))
+        for half in (False, True):
+            report = run(paths, cfg.batches, cfg.device, count=max(cfg.batches), warmup=2,
+                         repeats=cfg.predict_repeats, imgsz=cfg.imgsz, runtime=RuntimeOptions(half=half))
+            rows += report["results"]
+    report["results"] = rows
+    report["settings"]["runtime"] = "fp32, and fp16 (RuntimeOptions(half=True))"
+    written = write_report(report, out.with_name("gpu_predict_torch.json"))
+    return {"files": [p.name for p in written],
+            "rows": [{k: r[k] for k in ("model", "precision", "batch", "model_images_per_s", "e2e_images_per_s",
+                                        "stage_share")} for r in rows]}
+
+
+def cuda_binding(cfg: Settings) -> dict | str:
     """sdk.backends.cuda on the real driver: pinned round trip, copy bandwidth, a captured graph replayed."""
+    if not cfg.device.startswith("cuda"):
+        return "skipped: no CUDA device"
     from sdk.backends.cuda import CudaPython
 
     cuda = CudaPython(0)
@@ -132,105 +214,106 @@ def cuda_binding() -> dict:
             "pinned_gb_per_s_both_ways": 2 * n / (t["median_ms"] / 1e3) / 1e9}
 
 
-def exported_s(tmp: Path, imgsz: int = 640) -> tuple[Path, np.ndarray]:
-    """The S model (random, BN-tempered, 80 classes) exported raw at ``imgsz``, and 32 preprocessed images."""
-    from benchmarks.bench_onnx_precision import build
-    from export.onnx_export import export_onnx
-    from sdk.benchmark import synthetic_bgr
-    from sdk.preprocess import preprocess
-
-    model, vocab, emb = build(imgsz)
-    path = tmp / "s.onnx"
-    export_onnx(model, vocab, emb, path, imgsz=imgsz, log=lambda *_: None)
-    return path, preprocess(synthetic_bgr(32, 3, imgsz), imgsz)[0]
-
-
-def backend_runs(backend, images, ref: dict) -> dict:
-    """Throughput at batch 1 and 32, and the largest differences from ``ref`` (ONNX Runtime CPU, batch 2)."""
+def backend_runs(cfg: Settings, backend, images: np.ndarray, ref: dict) -> dict:
+    """Throughput per batch size, and the largest differences from ``ref`` (ONNX Runtime CPU, batch 2)."""
     out = {}
     got = backend.infer(images[:2])
     out["max_abs_diff"] = {k: float(abs(got[k].astype("float64") - ref[k]).max()) for k in ref}
-    for batch in (1, 32):
-        t = timed(lambda b=batch: backend.infer(images[:b]), repeats=20, warmup=5)
+    for batch in cfg.batches:
+        t = timed(lambda b=batch: backend.infer(images[:b]), cfg.repeats, cfg.warmup, cfg.device)
         out[f"batch_{batch}"] = {**t, "images_per_s": batch / t["median_ms"] * 1e3}
     return out
 
 
-def deployment(report: dict) -> None:
-    """ONNX Runtime CUDA and TensorRT on the exported S, where installed."""
-    import tempfile
+def deployment(cfg: Settings) -> dict:
+    """The exported S on ONNX Runtime (CUDA provider; the CPU one in ``--smoke``) and TensorRT, where installed."""
+    import onnxruntime as ort
 
-    have_trt = importlib.util.find_spec("tensorrt") is not None
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        report["onnxruntime_cuda"] = "onnxruntime not installed: skipped"
-        ort = None
-    has_cuda_ep = ort is not None and "CUDAExecutionProvider" in ort.get_available_providers()
-    if ort is not None and not has_cuda_ep:
-        report["onnxruntime_cuda"] = (f"CUDAExecutionProvider not available (onnxruntime {ort.__version__}, "
-                                      f"providers {ort.get_available_providers()}): skipped")
-    if not have_trt:
-        report["tensorrt"] = "tensorrt not installed: skipped"
-    if not (has_cuda_ep or have_trt) or ort is None:
-        return
+    from benchmarks.bench_onnx_precision import build
+    from export.onnx_export import export_onnx
     from sdk.backends.base import RuntimeOptions
     from sdk.backends.onnxruntime import OnnxRuntimeBackend
+    from sdk.benchmark import synthetic_bgr
+    from sdk.preprocess import preprocess
 
+    on_gpu = cfg.device.startswith("cuda")
+    provider = "CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider"
+    ort_key = "onnxruntime_cuda" if on_gpu else "onnxruntime_cpu"
+    have_ep = provider in ort.get_available_providers()
+    have_trt = on_gpu and importlib.util.find_spec("tensorrt") is not None
+    report: dict = {"onnxruntime": ort.__version__}
+    if not have_ep:
+        report[ort_key] = f"{provider} not available (providers {ort.get_available_providers()}): skipped"
+    report["tensorrt"] = "run" if have_trt else "tensorrt not installed (or no GPU): skipped"
+    if not (have_ep or have_trt):
+        return report
     with tempfile.TemporaryDirectory() as tmp:
-        path, images = exported_s(Path(tmp))
+        model, vocab, emb = build(cfg.imgsz, cfg.sizes[0])
+        path = Path(tmp) / "m.onnx"
+        export_onnx(model, vocab, emb, path, imgsz=cfg.imgsz, log=lambda *_: None)
+        images = preprocess(synthetic_bgr(max(cfg.batches), 3, cfg.imgsz), cfg.imgsz)[0]
         ref = OnnxRuntimeBackend(path, "cpu").infer(images[:2])
-        if has_cuda_ep:
-            be = OnnxRuntimeBackend(path, "cuda", RuntimeOptions(providers=("CUDAExecutionProvider",)))
-            report["onnxruntime_cuda"] = {"providers": be.providers, "io_binding": be.io_binding,
-                                          **backend_runs(be, images, ref)}
-            print(json.dumps({"onnxruntime_cuda": report["onnxruntime_cuda"]}), flush=True)
+        if have_ep:
+            be = OnnxRuntimeBackend(path, cfg.device, RuntimeOptions(providers=(provider,)))
+            report[ort_key] = {"providers": be.providers, "io_binding": be.io_binding,
+                               **backend_runs(cfg, be, images, ref)}
         if have_trt:
             from export.tensorrt import build_engine
             from sdk.backends.tensorrt import TensorRTBackend
 
             t0 = time.perf_counter()
-            engine = build_engine(path, Path(tmp) / "s.engine", 1, 8, 32, log=print)
+            engine = build_engine(path, Path(tmp) / "m.engine", 1, 8, max(cfg.batches), log=print)
             report["tensorrt"] = {"build_s": time.perf_counter() - t0}
             for graphs in (False, True):
-                be = TensorRTBackend(engine, "cuda", RuntimeOptions(cuda_graphs=graphs))
-                report["tensorrt"][f"cuda_graphs_{graphs}"] = backend_runs(be, images, ref)
+                be = TensorRTBackend(engine, cfg.device, RuntimeOptions(cuda_graphs=graphs))
+                report["tensorrt"][f"cuda_graphs_{graphs}"] = backend_runs(cfg, be, images, ref)
                 be.close()
-            print(json.dumps({"tensorrt": report["tensorrt"]}), flush=True)
+    return report
 
 
-def main() -> None:
+def run_sections(cfg: Settings, out: Path) -> dict:
+    """Every section in turn; the report is written after each one."""
+    report: dict = {"gpu": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "none (smoke run)",
+                    "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+                    "numpy": np.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "settings": dataclasses.asdict(cfg), "errors": {}}
+    grid = [(s, b, d) for s in cfg.sizes for b in cfg.batches for d in ("fp32", "fp16")]
+    sections: list[tuple[str, Callable[[], Any]]] = [
+        ("forward", lambda: [forward_throughput(cfg, *args) for args in grid]),
+        ("train_step", lambda: [train_step(cfg, amp) for amp in ("fp16", "bf16")]),
+        ("predict", lambda: predict(cfg, out)),
+        ("cuda_binding", lambda: cuda_binding(cfg)),
+        ("deployment", lambda: deployment(cfg)),
+    ]
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, fn in sections:
+        start = time.perf_counter()
+        try:
+            report[name] = fn()
+        except Exception as e:  # keep the other sections' numbers; the error is in the report
+            report["errors"][name] = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+            print(f"[{name}] FAILED: {report['errors'][name]}", flush=True)
+        else:
+            print(json.dumps({name: report[name]}), flush=True)
+        report.setdefault("section_seconds", {})[name] = time.perf_counter() - start
+        report["seconds"] = time.perf_counter() - t0
+        atomic_write_text(out, json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_check.json")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing to check here")
-        sys.exit(1)
-    report: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "cuda": torch.version.cuda, "python": platform.python_version(),
-                    "date": time.strftime("%Y-%m-%d %H:%M"), "forward": [], "train_step": []}
-    t0 = time.perf_counter()
-    for size in ("s", "l"):
-        for batch in (1, 32):
-            for dtype in ("fp32", "fp16"):
-                r = forward_throughput(size, batch, dtype)
-                print(json.dumps(r), flush=True)
-                report["forward"].append(r)
-    for amp in ("fp16", "bf16"):
-        r = train_step(amp)
-        print(json.dumps(r), flush=True)
-        report["train_step"].append(r)
-    try:
-        report["cuda_binding"] = cuda_binding()
-    except Exception as e:  # cuda-python missing or broken: say so, keep the rest
-        report["cuda_binding"] = f"skipped: {type(e).__name__}: {e}"
-    print(json.dumps({"cuda_binding": report["cuda_binding"]}), flush=True)
-    deployment(report)
-    report["seconds"] = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"-> {args.out} ({report['seconds']:.0f} s)")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny model, 128 px: checks that the script runs")
+    args = p.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        print("no CUDA device: nothing to check here (--smoke runs the script on the CPU at toy sizes)")
+        return 1
+    report = run_sections(SMOKE if args.smoke else Settings(), args.out)
+    print(f"-> {args.out} ({report['seconds']:.0f} s, {len(report['errors'])} section(s) failed)")
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
