@@ -7,6 +7,7 @@ Sections, in order of importance, each recorded even when a later one fails:
 - ``predict``: ``Detector.predict`` on the PyTorch backend, fp32 and fp16 (``RuntimeOptions(half=True)``),
   S and L, batch 1 and 32, model-only and end to end from JPEG files (``sdk.benchmark.run``; its JSON,
   markdown and plot are written beside ``--out`` as ``gpu_predict_torch.*``);
+- ``parity``: the same model's raw outputs on the CPU (float32) and on the GPU (float32, float16);
 - ``cuda_binding``: the SDK's cuda-python binding (pinned round trip, graph capture and replay);
 - ``deployment``: the exported S on ONNX Runtime's CUDA provider (IO binding) and as a TensorRT engine
   through ``sdk.backends.tensorrt`` (with and without CUDA graphs), each checked against ONNX Runtime on
@@ -177,6 +178,35 @@ def predict(cfg: Settings, out: Path) -> dict:
                                         "stage_share")} for r in rows]}
 
 
+def parity(cfg: Settings) -> dict:
+    """The first size's calibrated random model through ``Detector`` on the CPU in float32 (reference)
+    and on the device in float32 and float16: the largest differences of the raw outputs relative to
+    the largest reference value, and the detections per image (conf 0.25). Random weights amplify
+    rounding (see tests/sdk/test_detector.py for fine-tuned ones); on CUDA, float32 convolutions run
+    in TF32 where PyTorch allows it (recorded)."""
+    from sdk import Detector
+    from sdk.backends.base import RuntimeOptions
+    from sdk.benchmark import synthetic_bgr
+    from sdk.preprocess import preprocess
+
+    images = synthetic_bgr(4, 5, cfg.imgsz)
+    x, _ = preprocess(images, cfg.imgsz)
+    report: dict = {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                    "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoints(dataclasses.replace(cfg, sizes=cfg.sizes[:1]), Path(tmp))[0]
+        cpu = Detector(path, device="cpu", imgsz=cfg.imgsz)
+        ref = cpu.backend.infer(x)
+        report["cpu_fp32_detections"] = [len(d) for d in cpu.predict(images)]
+        for half in (False, True):
+            det = Detector(path, device=cfg.device, imgsz=cfg.imgsz, runtime=RuntimeOptions(half=half))
+            got = det.backend.infer(x)
+            report[f"{cfg.device}_{'fp16' if half else 'fp32'}"] = {
+                "max_rel_diff": {k: float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref},
+                "detections": [len(d) for d in det.predict(images)]}
+    return report
+
+
 def cuda_binding(cfg: Settings) -> dict | str:
     """sdk.backends.cuda on the real driver: pinned round trip, copy bandwidth, a captured graph replayed."""
     if not cfg.device.startswith("cuda"):
@@ -282,6 +312,7 @@ def run_sections(cfg: Settings, out: Path) -> dict:
         ("forward", lambda: [forward_throughput(cfg, *args) for args in grid]),
         ("train_step", lambda: [train_step(cfg, amp) for amp in ("fp16", "bf16")]),
         ("predict", lambda: predict(cfg, out)),
+        ("parity", lambda: parity(cfg)),
         ("cuda_binding", lambda: cuda_binding(cfg)),
         ("deployment", lambda: deployment(cfg)),
     ]

@@ -38,6 +38,10 @@ def test_smoke_run_measures_every_section(tmp_path):
     assert all(r["e2e_images_per_s"] > 0 and abs(sum(r["stage_share"].values()) - 1) < 1e-9 for r in rows)
     for name in report["predict"]["files"]:
         assert (tmp_path / name).stat().st_size > 0
+    par = report["parity"]  # the smoke run's "device" is the CPU: float32 is the reference itself
+    assert set(par["cpu_fp32"]["max_rel_diff"].values()) == {0.0}
+    assert par["cpu_fp32"]["detections"] == par["cpu_fp32_detections"]
+    assert all(0 < d < 0.1 for d in par["cpu_fp16"]["max_rel_diff"].values())
     assert report["cuda_binding"] == "skipped: no CUDA device"
     ort = report["deployment"]["onnxruntime_cpu"]
     assert ort["providers"] == ["CPUExecutionProvider"] and set(ort["max_abs_diff"]) == {"scores", "boxes"}
@@ -55,6 +59,7 @@ def test_a_failing_section_is_recorded_and_the_rest_still_run(tmp_path, monkeypa
     monkeypatch.setattr(gpu_check, "forward_throughput", boom)
     monkeypatch.setattr(gpu_check, "train_step", lambda cfg, amp: {"amp": amp})
     monkeypatch.setattr(gpu_check, "predict", lambda cfg, out: {"rows": []})
+    monkeypatch.setattr(gpu_check, "parity", lambda cfg: {})
     monkeypatch.setattr(gpu_check, "deployment", lambda cfg: {"tensorrt": "skipped"})
     out = tmp_path / "gpu_check.json"
     assert gpu_check.main(["--smoke", "--out", str(out)]) == 1
@@ -62,4 +67,5 @@ def test_a_failing_section_is_recorded_and_the_rest_still_run(tmp_path, monkeypa
     assert "forward" not in report and report["errors"]["forward"].startswith("RuntimeError: boom")
     assert report["train_step"] == [{"amp": "fp16"}, {"amp": "bf16"}]
     assert report["predict"] == {"rows": []} and report["deployment"] == {"tensorrt": "skipped"}
-    assert set(report["section_seconds"]) == {"forward", "train_step", "predict", "cuda_binding", "deployment"}
+    assert set(report["section_seconds"]) == {"forward", "train_step", "predict", "parity", "cuda_binding",
+                                                 "deployment"}
