@@ -8,12 +8,15 @@ Sections, in order of importance, each recorded even when a later one fails:
   S and L, batch 1 and 32, model-only and end to end from JPEG files (``sdk.benchmark.run``; its JSON,
   markdown and plot are written beside ``--out`` as ``gpu_predict_torch.*``);
 - ``parity``: the same model's raw outputs on the CPU (float32) and on the GPU (float32, float16);
+- ``finetune``: ``python -m training.finetune`` under torchrun for 2 epochs with fp16 AMP (needs
+  open_clip and pycocotools, which the lent machines lack: ``benchmarks/gpu_wheels.sh`` fetches them
+  here and ``gpu_check.sh`` installs them from the carried ``.whl``);
 - ``cuda_binding``: the SDK's cuda-python binding (pinned round trip, graph capture and replay);
 - ``deployment``: the exported S on ONNX Runtime's CUDA provider (IO binding) and as a TensorRT engine
   through ``sdk.backends.tensorrt`` (with and without CUDA graphs), each checked against ONNX Runtime on
   the CPU, where installed (skipped and said so otherwise).
 
-No open_clip needed: text embeddings are random unit vectors (80 classes). The JSON is rewritten
+Outside ``finetune`` no open_clip is needed: text embeddings are random unit vectors (80 classes). The JSON is rewritten
 after every section, so a run cut short keeps what it measured; a failed section records its error
 and the exit status is 1. ``--smoke`` runs the same code on the CPU at toy sizes (tiny model, 128 px),
 which is how CI keeps this script working between the rare sessions that are lent a GPU.
@@ -24,11 +27,14 @@ which is how CI keeps this script working between the rare sessions that are len
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import importlib.util
 import json
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,10 +65,11 @@ class Settings:
     train_batch: int = 16
     train_repeats: int = 5
     predict_repeats: int = 5
+    finetune_images: int = 128
 
 
 SMOKE = Settings(device="cpu", sizes=("tiny",), imgsz=128, batches=(1, 2), warmup=1, repeats=2, train_batch=2,
-                 train_repeats=1, predict_repeats=1)
+                 train_repeats=1, predict_repeats=1, finetune_images=8)
 
 
 def synchronize(device: str) -> None:
@@ -207,6 +214,38 @@ def parity(cfg: Settings) -> dict:
     return report
 
 
+def finetune(cfg: Settings, out: Path) -> dict | str:
+    """``torchrun --nproc_per_node 1 -m training.finetune`` (NCCL on the GPU, gloo on the CPU) for 2
+    epochs on a generated dataset, fp16 AMP on the GPU: the real loop (loader workers, mosaic, AMP,
+    EMA, validation, checkpoints), timed. Its curves are copied beside ``out``."""
+    missing = [m for m in ("open_clip", "pycocotools") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"skipped: {', '.join(missing)} not installed (for the lent GPU machines: run "
+                f"benchmarks/gpu_wheels.sh here and carry .whl)")
+    from training.synthetic import make_shapes_dataset
+
+    on_gpu = cfg.device.startswith("cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_shapes_dataset(Path(tmp) / "data", num_train=cfg.finetune_images, num_val=8, size=cfg.imgsz)
+        run_dir = Path(tmp) / "run"
+        args = ["--model", cfg.sizes[0], "--imgsz", str(cfg.imgsz), "--epochs", "2", "--val-interval", "1",
+                "--batch-size", str(cfg.train_batch), "--total-batch-size", str(cfg.train_batch),
+                "--workers", "8" if on_gpu else "2", "--num-texts", "8", "--min-size", "0",
+                "--amp", "fp16" if on_gpu else "none", "--device", cfg.device]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "training.finetune", *args, "--data", str(data), "--output", str(run_dir)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        seconds = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(f"exit status {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
+        with open(run_dir / "metrics.csv", newline="") as f:
+            epochs = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+        shutil.copy(run_dir / "curves.png", out.with_name("gpu_finetune_curves.png"))
+    return {"command": "torchrun --standalone --nproc_per_node 1 -m training.finetune " + " ".join(args),
+            "train_images": cfg.finetune_images, "seconds_with_startup": seconds, "epochs": epochs}
+
+
 def cuda_binding(cfg: Settings) -> dict | str:
     """sdk.backends.cuda on the real driver: pinned round trip, copy bandwidth, a captured graph replayed."""
     if not cfg.device.startswith("cuda"):
@@ -313,6 +352,7 @@ def run_sections(cfg: Settings, out: Path) -> dict:
         ("train_step", lambda: [train_step(cfg, amp) for amp in ("fp16", "bf16")]),
         ("predict", lambda: predict(cfg, out)),
         ("parity", lambda: parity(cfg)),
+        ("finetune", lambda: finetune(cfg, out)),
         ("cuda_binding", lambda: cuda_binding(cfg)),
         ("deployment", lambda: deployment(cfg)),
     ]
