@@ -342,10 +342,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
         if cache is not None and not cached:
             payload = {"format": _CALIB_FORMAT, "version": _CALIB_VERSION, "key": key,
                        "ranges": json.loads(ort_cache.read_text())}
-            from sdk.atomic import atomic_path
+            from sdk.atomic import atomic_write_text
 
-            with atomic_path(cache) as tmp_cache:
-                tmp_cache.write_text(json.dumps(payload))
+            atomic_write_text(cache, json.dumps(payload))
             log(f"wrote calibration cache {cache}")
         q = onnx.load(str(Path(tmp) / "int8.onnx"))
     rewired = float_inputs_for(q, set(excluded))

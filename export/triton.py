@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from sdk.atomic import atomic_path
+from sdk.atomic import atomic_path, atomic_write_text
 from sdk.errors import YoloWorldError
 from sdk.manifest import Manifest, read_manifest
 
@@ -207,12 +207,10 @@ def write_triton_repository(artifact: str | os.PathLike, repo_dir: str | os.Path
     target = model_dir / str(version) / MODEL_FILES[kind]
     with atomic_path(target) as tmp:
         shutil.copyfile(artifact, tmp)
-    with atomic_path(model_dir / MANIFEST_FILE) as tmp:
-        tmp.write_text(manifest.to_json())
+    atomic_write_text(model_dir / MANIFEST_FILE, manifest.to_json())
     text = render_config(model_name, PLATFORMS[kind], MODEL_FILES[kind], max_batch_size, inputs, outputs, preferred,
                          max_queue_delay_us, instances, "KIND_GPU" if device == "gpu" else "KIND_CPU")
-    with atomic_path(model_dir / "config.pbtxt") as tmp:
-        tmp.write_text(text)
+    atomic_write_text(model_dir / "config.pbtxt", text)
     return model_dir
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args, get_type_hints
 
 import yaml
 
+from sdk.atomic import atomic_write_text
+
 Mode = Literal["full", "efficient", "prompt"]
 
 
@@ -119,4 +121,4 @@ def resolve(args: argparse.Namespace, demo: bool = False) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

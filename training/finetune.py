@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sdk.atomic import atomic_write_text
 from sdk.errors import CheckpointError, YoloWorldError
 from sdk.model import STRIDES, YoloWorld, build_model, get_config, load_official_state_dict
 from sdk.model.checkpoint import load_checkpoint_with_meta, to_official_state_dict
@@ -281,11 +283,13 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.csv, rewritten atomically every epoch (an interrupted run keeps the last whole log)."""
     keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
 
 
 def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
@@ -324,8 +328,8 @@ def summary(out: Path, state: LoopState, seconds: float, demo: bool) -> None:
     images = out / "data" / "val" if demo else "IMAGES"
     print(f"  next: yoloworld-predict {images} --weights {ckpt} --out {out / 'predict'}"
           + (" --imgsz 256" if demo else ""))
-    (out / "summary.json").write_text(json.dumps({"epochs": state.epoch, "minutes": seconds / 60,
-                                                  "best": best}, indent=1))
+    atomic_write_text(out / "summary.json",
+                      json.dumps({"epochs": state.epoch, "minutes": seconds / 60, "best": best}, indent=1))
 
 
 if __name__ == "__main__":
