@@ -383,19 +383,12 @@ def test_missing_tensorrt_names_the_way_out(exported, tmp_path, monkeypatch):
         Detector(engine)
 
 
-def test_stand_ins_use_only_documented_api():
-    """The backend calls only TensorRT 10 runtime API names (so the stand-in cannot hide a typo)."""
-    documented = {"Logger", "WARNING", "init_libnvinfer_plugins", "Runtime", "deserialize_cuda_engine",
-                  "create_execution_context", "num_io_tensors", "get_tensor_name", "get_tensor_mode",
-                  "TensorIOMode", "INPUT", "OUTPUT", "get_tensor_dtype", "nptype", "get_tensor_shape",
-                  "get_tensor_profile_shape", "set_input_shape", "set_output_allocator", "set_tensor_address",
-                  "execute_async_v3", "IOutputAllocator", "__version__", "__init__"}
+def test_backend_uses_the_tensorrt_10_api():
+    """Names are checked against real TensorRT 10/11 bindings in tests/test_tensorrt_api.py; here: the
+    backend is on the tensor-address API, not the binding API that TensorRT 10 removed."""
     source = inspect.getsource(backend_mod)
-    calls = set(re.findall(r"\b(?:trt|engine|ctx|self\.engine|self\.context)\.(\w+)", source))
-    calls |= set(re.findall(r"Runtime\(logger\)\.(\w+)", source))
-    assert {"deserialize_cuda_engine", "set_input_shape", "set_tensor_address", "execute_async_v3"} <= calls
-    assert calls <= documented, calls - documented
-    assert "execute_v2" not in source and "get_binding" not in source  # the pre-10 binding API is gone
+    assert {"set_input_shape", "set_tensor_address", "execute_async_v3"} <= set(re.findall(r"\.(\w+)\(", source))
+    assert "execute_v2" not in source and "get_binding" not in source
 
 
 def test_open_cuda_on_this_machine_names_each_binding():
