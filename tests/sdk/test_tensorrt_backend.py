@@ -391,6 +391,32 @@ def test_backend_uses_the_tensorrt_10_api():
     assert "execute_v2" not in source and "get_binding" not in source
 
 
+def test_cuda_python_calls_match_the_installed_bindings():
+    """Every ``self.rt.<function>(...)`` in CudaPython exists in cuda-python's runtime bindings and
+    accepts that many arguments; every enum member read exists (the fake CudaApi cannot tell)."""
+    import ast
+
+    rt = pytest.importorskip("cuda.bindings.runtime")
+    import sdk.backends.cuda as cuda_mod
+
+    calls, members = {}, set()
+    for node in ast.walk(ast.parse(inspect.getsource(cuda_mod.CudaPython))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            base = node.func.value
+            if isinstance(base, ast.Attribute) and base.attr == "rt":
+                calls[node.func.attr] = len(node.args)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and isinstance(node.value.value, ast.Attribute) and node.value.value.attr == "rt":
+            members.add((node.value.attr, node.attr))
+    assert {"cudaMemcpyAsync", "cudaStreamBeginCapture", "cudaGraphInstantiate", "cudaGraphLaunch"} <= set(calls)
+    for name, nargs in calls.items():
+        inspect.signature(getattr(rt, name)).bind(*[None] * nargs)  # TypeError if the arity is wrong
+    assert members == {("cudaMemcpyKind", "cudaMemcpyHostToDevice"), ("cudaMemcpyKind", "cudaMemcpyDeviceToHost"),
+                       ("cudaStreamCaptureMode", "cudaStreamCaptureModeThreadLocal")}
+    for enum_name, member in members:
+        getattr(getattr(rt, enum_name), member)
+
+
 def test_open_cuda_on_this_machine_names_each_binding():
     """Without a GPU (or bindings), opening CUDA is one error naming what each binding said."""
     from sdk.backends.cuda import open_cuda
