@@ -108,9 +108,7 @@ def describe(detector: Detector, path: str) -> dict[str, Any]:
     manifest = getattr(backend, "manifest", None)
     info = {"model": Path(path).name, "backend": backend.name, "imgsz": detector.imgsz,
             "classes": len(detector.class_names),
-            "precision": manifest.precision if manifest else
-            f"{'fp16' if getattr(backend, 'dtype', None) is not None and backend.dtype.itemsize == 2 else 'fp32'}"
-            " (checkpoint)",
+            "precision": manifest.precision if manifest else f"{backend.precision} (checkpoint)",
             "output_form": manifest.output_form if manifest else "raw heads"}
     if hasattr(backend, "providers"):
         info["providers"] = backend.providers

@@ -27,6 +27,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(weights, self.device)
         self.dtype = torch.float16 if half else torch.float32
+        self.precision = "fp16" if half else "fp32"
         if half and self.device.type == "cpu":
             warnings.warn("half=True on the CPU: PyTorch's float16 CPU kernels are many times slower than "
                           "float32; float16 is meant for CUDA", stacklevel=4)
