@@ -159,6 +159,11 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """``model backend precision bN``: what tells two rows of one report apart."""
+    return f"{row['model']} {row['backend']} {row['precision'].split()[0]} b{row['batch']}"
+
+
 def plot(report: dict[str, Any], path: Path) -> bool:
     """Per-image time by stage for every row (horizontal stacked bars); False without matplotlib."""
     try:
@@ -169,13 +174,14 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = report["results"]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.6))
-    labels = [f"{r['model']} b{r['batch']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.6))
+    y = np.arange(len(rows))  # positions, not labels: equal labels must not share one bar
     left = np.zeros(len(rows))
     for k, c in zip(STAGES, ("#55a868", "#4c72b0", "#c44e52"), strict=True):
         vals = np.array([r["stage_ms_per_image"][k] for r in rows])
-        ax.barh(labels, vals, left=left, color=c, label=k)
+        ax.barh(y, vals, left=left, color=c, label=k)
         left += vals
+    ax.set_yticks(y, [row_label(r) for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("ms per image, end to end (file -> Detections)")
     env = report["environment"]

@@ -52,6 +52,14 @@ def test_bench_cli_on_an_exported_model(tiny_checkpoints, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_plot_rows_differing_only_in_precision_keep_their_own_bars():
+    from sdk.benchmark import row_label
+
+    rows = [{"model": "s.pt", "backend": "torch", "precision": p, "batch": 1} for p in
+            ("fp32 (checkpoint)", "fp16 (checkpoint)")]
+    assert [row_label(r) for r in rows] == ["s.pt torch fp32 b1", "s.pt torch fp16 b1"]
+
+
 def test_bench_cli_rejects_bad_settings(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "m.onnx"), "--batch", "0"])
