@@ -214,10 +214,19 @@ def parity(cfg: Settings) -> dict:
     return report
 
 
+def shm_gib() -> float | None:
+    """Size of /dev/shm (DataLoader workers pass batches through it; containers often make it tiny)."""
+    try:
+        return shutil.disk_usage("/dev/shm").total / 2**30
+    except OSError:
+        return None
+
+
 def finetune(cfg: Settings, out: Path) -> dict | str:
     """``torchrun --nproc_per_node 1 -m training.finetune`` (NCCL on the GPU, gloo on the CPU) for 2
     epochs on a generated dataset, fp16 AMP on the GPU: the real loop (loader workers, mosaic, AMP,
-    EMA, validation, checkpoints), timed. Its curves are copied beside ``out``."""
+    EMA, validation, checkpoints), timed. Should torchrun fail (e.g. NCCL in a sandbox), the error is
+    kept and the loop runs once more without it. Its curves are copied beside ``out``."""
     missing = [m for m in ("open_clip", "pycocotools") if importlib.util.find_spec(m) is None]
     if missing:
         return (f"skipped: {', '.join(missing)} not installed (for the lent GPU machines: run "
@@ -225,25 +234,33 @@ def finetune(cfg: Settings, out: Path) -> dict | str:
     from training.synthetic import make_shapes_dataset
 
     on_gpu = cfg.device.startswith("cuda")
+    shm = shm_gib()
+    workers = (8 if shm is None or shm >= 2 else 0) if on_gpu else 2
+    args = ["--model", cfg.sizes[0], "--imgsz", str(cfg.imgsz), "--epochs", "2", "--val-interval", "1",
+            "--batch-size", str(cfg.train_batch), "--total-batch-size", str(cfg.train_batch),
+            "--workers", str(workers), "--num-texts", "8", "--min-size", "0",
+            "--amp", "fp16" if on_gpu else "none", "--device", cfg.device]
+    launchers = {"torchrun --standalone --nproc_per_node 1": ["-m", "torch.distributed.run", "--standalone",
+                                                              "--nproc_per_node", "1", "-m", "training.finetune"],
+                 "python": ["-m", "training.finetune"]}
+    report: dict = {"train_images": cfg.finetune_images, "dev_shm_gib": shm}
     with tempfile.TemporaryDirectory() as tmp:
         data = make_shapes_dataset(Path(tmp) / "data", num_train=cfg.finetune_images, num_val=8, size=cfg.imgsz)
-        run_dir = Path(tmp) / "run"
-        args = ["--model", cfg.sizes[0], "--imgsz", str(cfg.imgsz), "--epochs", "2", "--val-interval", "1",
-                "--batch-size", str(cfg.train_batch), "--total-batch-size", str(cfg.train_batch),
-                "--workers", "8" if on_gpu else "2", "--num-texts", "8", "--min-size", "0",
-                "--amp", "fp16" if on_gpu else "none", "--device", cfg.device]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-               "-m", "training.finetune", *args, "--data", str(data), "--output", str(run_dir)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        seconds = time.perf_counter() - t0
-        if proc.returncode:
-            raise RuntimeError(f"exit status {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
-        with open(run_dir / "metrics.csv", newline="") as f:
-            epochs = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
-        shutil.copy(run_dir / "curves.png", out.with_name("gpu_finetune_curves.png"))
-    return {"command": "torchrun --standalone --nproc_per_node 1 -m training.finetune " + " ".join(args),
-            "train_images": cfg.finetune_images, "seconds_with_startup": seconds, "epochs": epochs}
+        for launcher, prefix in launchers.items():
+            run_dir = Path(tmp) / launcher.split()[0]
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, *prefix, *args, "--data", str(data), "--output", str(run_dir)],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=180)
+            if proc.returncode:
+                report.setdefault("failed", {})[launcher] = (
+                    f"exit status {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
+                continue
+            with open(run_dir / "metrics.csv", newline="") as f:
+                epochs = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+            shutil.copy(run_dir / "curves.png", out.with_name("gpu_finetune_curves.png"))
+            return {**report, "command": f"{launcher} -m training.finetune {' '.join(args)}",
+                    "seconds_with_startup": time.perf_counter() - t0, "epochs": epochs}
+    raise RuntimeError(json.dumps(report["failed"], indent=1))
 
 
 def cuda_binding(cfg: Settings) -> dict | str:

@@ -92,3 +92,21 @@ def test_finetune_section_runs_the_real_loop(tmp_path):
     assert all(e["images_per_s"] > 0 and 0 <= e["mAP"] <= 1 and math.isfinite(e["loss_cls"]) for e in got["epochs"])
     assert "--amp none --device cpu" in got["command"]
     assert (tmp_path / "gpu_finetune_curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_finetune_section_falls_back_to_a_plain_run_when_torchrun_fails(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import gpu_check
+
+    real_run = subprocess.run
+
+    def run(cmd, **kw):
+        if "torch.distributed.run" in cmd:  # as NCCL failing in a sandbox would
+            return subprocess.CompletedProcess(cmd, 1, "", "NCCL error: unhandled system error")
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", run)
+    got = gpu_check.finetune(gpu_check.SMOKE, tmp_path / "gpu_check.json")
+    assert "NCCL error" in got["failed"]["torchrun --standalone --nproc_per_node 1"]
+    assert got["command"].startswith("python -m training.finetune") and len(got["epochs"]) == 2
