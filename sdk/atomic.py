@@ -10,14 +10,15 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, else it is removed.
 
     Readers never see a half-written file, and an interrupted write leaves the old file intact.
+    ``suffix`` ends the temporary name (writers that pick a format by extension need the real one).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -143,10 +143,12 @@ class Detector:
 
     def predict_stream(self, source: ImageSource | Iterable[ImageSource] | int, batch_size: int = 1,
                        conf: float | None = None, iou: float | None = None, max_det: int | None = None,
-                       prefetch: int = 8) -> Iterator[Detections]:
+                       prefetch: int = 8, with_frames: bool = False
+                       ) -> Iterator[Detections] | Iterator[tuple[np.ndarray, Detections]]:
         """Yield one result per frame while reading: a video file, a camera index, an image folder,
         or any iterable of paths / BGR arrays. A reader thread decodes and letterboxes ahead of
-        inference (``prefetch`` frames); results equal :meth:`predict` on the same frames."""
+        inference (``prefetch`` frames); results equal :meth:`predict` on the same frames.
+        ``with_frames``: yield ``(frame, result)``, the frame as decoded (BGR uint8), e.g. to draw on."""
         conf = self.conf if conf is None else conf
         iou = self.iou if iou is None else iou
         max_det = self.max_det if max_det is None else max_det
@@ -159,7 +161,7 @@ class Detector:
             try:
                 for image, name in iter_frames(source):
                     t = time.perf_counter()
-                    item = (letterbox(image, self.imgsz), name, t)
+                    item = (letterbox(image, self.imgsz), name, t, image if with_frames else None)
                     while not stop.is_set():
                         try:
                             frames.put(item, timeout=0.1)
@@ -187,11 +189,15 @@ class Detector:
                         raise item
                     batch.append(item)
                 if batch:
-                    letterboxed = np.stack([lb for (lb, _), _, _ in batch])
-                    infos = [info for (_, info), _, _ in batch]
-                    names = [name for _, name, _ in batch]
-                    yield from self._run(to_network_input(letterboxed), infos, names, conf, iou, max_det,
-                                         t_start=min(t for _, _, t in batch))
+                    letterboxed = np.stack([lb for (lb, _), _, _, _ in batch])
+                    infos = [info for (_, info), _, _, _ in batch]
+                    names = [name for _, name, _, _ in batch]
+                    results = self._run(to_network_input(letterboxed), infos, names, conf, iou, max_det,
+                                        t_start=min(t for _, _, t, _ in batch))
+                    if with_frames:
+                        yield from zip([frame for *_, frame in batch], results, strict=True)
+                    else:
+                        yield from results
         finally:
             stop.set()
 

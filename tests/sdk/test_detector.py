@@ -231,6 +231,49 @@ def test_stream_equals_batched(detector, images, tmp_path):
     assert [d.data["source"] for d in from_video] == [f"{tmp_path / 'clip.avi'}#{i}" for i in range(len(frames))]
     for a, b in zip(from_video, detector.predict(frames, batch_size=2), strict=True):
         assert_same(a, b)
+    with_frames = list(detector.predict_stream(str(tmp_path / "clip.avi"), batch_size=3, with_frames=True))
+    assert len(with_frames) == len(frames)
+    for (frame, det), ref_frame, ref in zip(with_frames, frames, from_video, strict=True):
+        np.testing.assert_array_equal(frame, ref_frame)
+        assert_same(det, ref)
+
+
+def test_cli_predict_annotates_videos(detector, images, tmp_path, capsys, tiny_checkpoints):
+    """A video argument gives <out>/<stem>.mp4 (every frame, its size) and one record per frame."""
+    from sdk.cli import predict_main
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 120))
+    for img in images:
+        writer.write(cv2.resize(img, (160, 120)))
+    writer.release()
+    cv2.imwrite(str(tmp_path / "still.jpg"), images[0])
+    out = tmp_path / "out"
+    args = ["--weights", str(tiny_checkpoints["v2"]), "--classes", ",".join(CLASSES), "--imgsz", "160",
+            "--conf", "0.05", "--batch-size", "3"]
+    assert predict_main([str(video), str(tmp_path / "still.jpg"), *args, "--out", str(out)]) == 0
+    assert "1 images, 1 videos" in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == len(images)
+    records = json.loads((out / "predictions.json").read_text())["results"]
+    assert [r["image"] for r in records] == [f"{video}#{i}" for i in range(len(images))] + [
+        str(tmp_path / "still.jpg")]
+    streamed = list(detector.predict_stream(str(video), batch_size=3))
+    assert sum(len(d) for d in streamed) > 0
+    for record, det in zip(records, streamed, strict=False):
+        assert len(record["class_id"]) == len(det)
+        np.testing.assert_allclose(record["boxes_xyxy"], det.xyxy.reshape(-1, 4), atol=1e-2)
+    assert not list(out.glob(".*.tmp*"))  # the atomic write left no temporary file
+
+    assert predict_main([str(tmp_path / "missing.mp4"), *args, "--out", str(out)]) == 2
+    assert "video '" in capsys.readouterr().err
+    mp4 = out / "clip.mp4"
+    assert predict_main([str(mp4), *args, "--out", str(out)]) == 2
+    assert "would overwrite it" in capsys.readouterr().err
 
 
 def test_stream_errors_surface(detector, images, tmp_path):
