@@ -2,7 +2,8 @@
 
 Times ``train_one_epoch``-equivalent steps (forward, loss with the task-aligned assigner, backward,
 AdamW step, EMA) on random batches of the requested size, and the training DataLoader on the
-generated shapes dataset with mosaic + affine + HSV + flip + text sampling.
+generated shapes dataset with the default stage-1 chain (mosaic + affine + the official MixUp rate for
+the model size + blur/gray/CLAHE + HSV + flip + text sampling), and again without MixUp.
 
     python benchmarks/bench_training.py [--model tiny] [--imgsz 320] [--batch 8] [--workers 2]
 """
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sdk.model import build_model, get_config  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import TrainConfig, official_augmentation  # noqa: E402
 from training.ema import ModelEMA  # noqa: E402
 from training.engine import autocast  # noqa: E402
 from training.loss import YoloWorldLoss  # noqa: E402
@@ -67,7 +68,7 @@ def bench_steps(model_name: str, imgsz: int, batch: int, steps: int, device: str
             "step_s": {"min": min(times), "median": med, "max": max(times)}, "images_per_s": batch / med}
 
 
-def bench_loader(imgsz: int, batch: int, workers: int, batches: int) -> dict:
+def bench_loader(imgsz: int, batch: int, workers: int, batches: int, mixup_prob: float) -> dict:
     from torch.utils.data import DataLoader
 
     from training.data import read_data_yaml
@@ -76,7 +77,8 @@ def bench_loader(imgsz: int, batch: int, workers: int, batches: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = read_data_yaml(make_shapes_dataset(Path(tmp), num_train=64, num_val=4, size=imgsz))
-        ds = TrainDataset(data.build_train(min_size=0), TrainTransform(size=imgsz, num_texts=80), seed=0)
+        ds = TrainDataset(data.build_train(min_size=0),
+                          TrainTransform(size=imgsz, num_texts=80, mixup_prob=mixup_prob), seed=0)
         loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate)
         t0 = time.perf_counter()
         n = 0
@@ -85,7 +87,7 @@ def bench_loader(imgsz: int, batch: int, workers: int, batches: int) -> dict:
             if i + 1 >= batches:
                 break
         dt = time.perf_counter() - t0
-    return {"imgsz": imgsz, "batch": batch, "workers": workers, "mosaic": True, "images": n,
+    return {"imgsz": imgsz, "batch": batch, "workers": workers, "mosaic": True, "mixup_prob": mixup_prob, "images": n,
             "seconds": dt, "images_per_s": n / dt, "note": "includes worker start-up"}
 
 
@@ -104,7 +106,9 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d %H:%M"),
               "train_step": bench_steps(args.model, args.imgsz, args.batch, args.steps, args.device, args.amp),
-              "dataloader": bench_loader(args.imgsz, args.batch, args.workers, batches=8)}
+              "dataloader": bench_loader(args.imgsz, args.batch, args.workers, 8,
+                                         official_augmentation(args.model)[1]),
+              "dataloader_no_mixup": bench_loader(args.imgsz, args.batch, args.workers, 8, 0.0)}
     print(json.dumps(report, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

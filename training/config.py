@@ -34,7 +34,9 @@ class TrainConfig:
     num_texts: int = 80  # text slots per training image (RandomLoadText max_num_samples)
     close_mosaic: int = 10  # last epochs without mosaic
     affine_scale: float | None = None  # None: 0.5 for tiny/s, 0.9 for m/l/x (official)
-    min_area_ratio: float = 0.1
+    mixup_prob: float | None = None  # None: 0.15 for tiny/s/l/x, 0.1 for m (official)
+    pixel_noise_prob: float = 0.01  # each of blur, median blur, gray, CLAHE (official albumentations)
+    min_area_ratio: float = 0.1  # official without mask-refine (0.01 with polygons)
     filter_empty_gt: bool = False
     min_size: int = 32
     # --- optimisation ---
@@ -66,6 +68,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def official_augmentation(size: str) -> tuple[float, float]:
+    """(affine_scale, mixup_prob) of the official fine-tuning configs for a model size: S 0.5 and
+    0.15, M 0.9 and 0.1, L/X 0.9 and 0.15 (tiny, which has no official config, takes S's)."""
+    return (0.5 if size in ("tiny", "s") else 0.9), (0.1 if size == "m" else 0.15)
 
 
 #: The demo: generated dataset, tiny model from scratch, CPU, a few minutes.

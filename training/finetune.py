@@ -28,11 +28,11 @@ from sdk.atomic import atomic_write_text
 from sdk.errors import CheckpointError, YoloWorldError
 from sdk.model import STRIDES, YoloWorld, build_model, get_config, load_official_state_dict
 from sdk.model.checkpoint import load_checkpoint_with_meta, to_official_state_dict
-from sdk.model.config import VARIANTS
+from sdk.model.config import VARIANTS, preset_name
 
 from . import distributed as D
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
-from .config import TrainConfig, add_arguments, resolve, save_config
+from .config import TrainConfig, add_arguments, official_augmentation, resolve, save_config
 from .data import read_data_yaml
 from .ema import ModelEMA
 from .engine import LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
@@ -159,9 +159,15 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
 
     # ---- loaders ----
     size = cfg.imgsz
-    affine = cfg.affine_scale if cfg.affine_scale is not None else (0.5 if cfg.model in ("tiny", "s") else 0.9)
+    # size-dependent defaults follow the model's architecture (--weights decides it, not --model)
+    arch_size = preset_name(raw_model.config) or cfg.model
+    affine, mixup_p = official_augmentation(arch_size)
+    affine = cfg.affine_scale if cfg.affine_scale is not None else affine
+    mixup_p = cfg.mixup_prob if cfg.mixup_prob is not None else mixup_p
+    cfg = dataclasses.replace(cfg, affine_scale=affine, mixup_prob=mixup_p)  # config.yaml records them
     transform = TrainTransform(size=size, affine_scale=affine, num_texts=cfg.num_texts,
-                               min_area_ratio=cfg.min_area_ratio, mosaic=True)
+                               min_area_ratio=cfg.min_area_ratio, mosaic=True, mixup_prob=mixup_p,
+                               pixel_noise_prob=cfg.pixel_noise_prob)
     train_ds = TrainDataset(train_set, transform, seed=cfg.seed)
     sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=rank, world_size=world)
     # set_epoch/close_mosaic reach persistent workers through shared memory (training/transforms.py)
@@ -203,7 +209,8 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         save_config(cfg, out / "config.yaml")
         print(f"training {len(train_set)} images ({len(class_texts)} classes), val "
               f"{len(val_set) if val_set else 0}; {world} process(es) x {cfg.batch_size} x accumulate "
-              f"{accumulate} = batch {effective}; {steps_per_epoch} steps/epoch; device {device}, amp {cfg.amp}"
+              f"{accumulate} = batch {effective}; {steps_per_epoch} steps/epoch; device {device}, amp {cfg.amp}; "
+              f"affine scale 1 +- {cfg.affine_scale}, mixup {cfg.mixup_prob} ({arch_size} defaults)"
               + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
 
     def request_stop(signum: int, _frame: Any) -> None:

@@ -5,11 +5,13 @@ comes only from the ``np.random.Generator`` passed in, so a sample is a pure fun
 (seed, epoch, index). Boxes are xyxy float32 pixels throughout; box coordinates treat pixel ``i`` as
 covering ``[i, i + 1)``, the convention the COCO boxes use.
 
-The chain is the official fine-tuning pipeline (YOLOWORLD.md 5.4), without mixup, copy-paste and the
-1 %-probability albumentations:
+The chain is the official fine-tuning pipeline (YOLOWORLD.md 5.4) without its copy-paste and
+mask-refined boxes (both need instance polygons; boxes here are transformed as boxes):
 
-- stage 1: mosaic -> random affine (crop the 2S canvas to S) -> HSV -> horizontal flip -> load text;
-- stage 2 (``close_mosaic``, last epochs): letterbox -> random affine -> HSV -> flip -> load text.
+- stage 1: mosaic -> random affine (crop the 2S canvas to S) -> [mixup with a second mosaic + affine]
+  -> blur / median blur / gray / CLAHE (1 % each) -> HSV -> horizontal flip -> load text;
+- stage 2 (``close_mosaic``, last epochs): letterbox -> random affine -> blur ... -> HSV -> flip ->
+  load text.
 """
 
 from __future__ import annotations
@@ -152,6 +154,41 @@ def random_affine(s: Sample, rng: np.random.Generator, scale: tuple[float, float
     return Sample(image, new[keep].astype(np.float32), s.labels[keep], s.texts)
 
 
+def mixup(a: Sample, b: Sample, rng: np.random.Generator, alpha: float = 32.0, beta: float = 32.0) -> Sample:
+    """YOLOv5 MixUp of two equally sized samples: ``a * r + b * (1 - r)`` with ``r ~ Beta(32, 32)``
+    (about 0.5), truncated to uint8 as the official code does; the boxes of both, texts merged."""
+    if a.image.shape != b.image.shape:
+        raise ValueError(f"mixup needs equal image shapes, got {a.image.shape} and {b.image.shape}")
+    r = rng.beta(alpha, beta)
+    image = (a.image * r + b.image * (1 - r)).astype(np.uint8)
+    texts, maps = _merge_texts([a.texts, b.texts])
+    labels = [x.labels if m is None else m[x.labels] for x, m in zip((a, b), maps, strict=True)]
+    return Sample(image, np.concatenate([a.boxes.reshape(-1, 4), b.boxes.reshape(-1, 4)]).astype(np.float32),
+                  np.concatenate(labels).astype(np.int64), texts)
+
+
+def pixel_noise(s: Sample, rng: np.random.Generator, p: float = 0.01) -> Sample:
+    """The official albumentations, each applied with probability ``p`` in this order: Blur and
+    MedianBlur (kernel 3, 5 or 7), ToGray, CLAHE (clip limit U(1, 4), 8x8 tiles). Like the official
+    pipeline, which hands its BGR image to albumentations as if it were RGB, gray and CLAHE's LAB use
+    the RGB conversions on BGR pixels. Boxes are unchanged."""
+    image = s.image
+    draws = rng.random(4)  # always drawn, so later draws do not depend on p
+    if draws[0] < p:
+        k = int(rng.choice([3, 5, 7]))
+        image = cv2.blur(image, (k, k))
+    if draws[1] < p:
+        image = cv2.medianBlur(image, int(rng.choice([3, 5, 7])))
+    if draws[2] < p:
+        image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    if draws[3] < p:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(1.0, 4.0)), tileGridSize=(8, 8))
+        lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+        image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return s if image is s.image else Sample(image, s.boxes, s.labels, s.texts)
+
+
 def hsv(s: Sample, rng: np.random.Generator, gains: tuple[float, float, float] = (0.015, 0.7, 0.4)
         ) -> Sample:
     """Random hue/saturation/value gains ``1 + U(-1, 1) * gains`` through OpenCV 8-bit HSV LUTs.
@@ -250,10 +287,13 @@ def load_text(s: Sample, rng: np.random.Generator, num_texts: int = 80,
 class TrainTransform:
     """The official training chain for one output image of ``size x size``.
 
-    Stage 1 (``mosaic=True``, four inputs): mosaic -> random_affine(border=-size/2) -> hsv -> hflip
-    -> load_text. Stage 2 (one input): letterbox_sample -> random_affine(no border) -> hsv -> hflip
-    -> load_text. ``affine_scale``: scale range ``1 +- affine_scale`` (official 0.5 for S, 0.9 for
-    M/L/X).
+    Stage 1 (``mosaic=True``, four inputs, or eight with mixup): mosaic -> random_affine(border=-size/2)
+    -> [mixup with inputs 5-8 through mosaic -> random_affine] -> pixel_noise -> hsv -> hflip ->
+    load_text. Stage 2 (one input): letterbox_sample -> random_affine(no border) -> pixel_noise -> hsv
+    -> hflip -> load_text. ``affine_scale``: scale range ``1 +- affine_scale`` (official 0.5 for S,
+    0.9 for M/L/X). ``mixup_prob``: how often stage 1 mixes in a second mosaic (official 0.15 for
+    S/L/X, 0.1 for M); the caller draws it (:meth:`draw_mixup`) to know how many inputs to load.
+    ``pixel_noise_prob``: each albumentations step's probability (official 0.01).
     """
 
     size: int = 640
@@ -261,34 +301,47 @@ class TrainTransform:
     num_texts: int = 80
     min_area_ratio: float = 0.1
     mosaic: bool = True
+    mixup_prob: float = 0.0
+    pixel_noise_prob: float = 0.01
 
     @property
     def num_inputs(self) -> int:
-        """How many samples ``__call__`` takes: 4 with mosaic, else 1."""
+        """How many samples ``__call__`` takes without mixup: 4 with mosaic, else 1."""
         return 4 if self.mosaic else 1
 
-    def _finish(self, s: Sample, rng: np.random.Generator, border: int
-                ) -> tuple[Sample, list[str], np.ndarray]:
-        s = random_affine(s, rng, scale=(1 - self.affine_scale, 1 + self.affine_scale),
-                          border=(border, border), out_size=(self.size, self.size),
-                          min_area_ratio=self.min_area_ratio)
-        s = hflip(hsv(s, rng), rng)
+    def draw_mixup(self, rng: np.random.Generator) -> bool:
+        """Whether this stage-1 sample mixes in a second mosaic (no draw when ``mixup_prob`` is 0)."""
+        return self.mixup_prob > 0 and rng.random() < self.mixup_prob
+
+    def _affine(self, s: Sample, rng: np.random.Generator, border: int) -> Sample:
+        return random_affine(s, rng, scale=(1 - self.affine_scale, 1 + self.affine_scale),
+                             border=(border, border), out_size=(self.size, self.size),
+                             min_area_ratio=self.min_area_ratio)
+
+    def _finish(self, s: Sample, rng: np.random.Generator) -> tuple[Sample, list[str], np.ndarray]:
+        s = hflip(hsv(pixel_noise(s, rng, self.pixel_noise_prob), rng), rng)
         return load_text(s, rng, num_texts=self.num_texts)
 
     def stage1(self, samples: list[Sample], rng: np.random.Generator
                ) -> tuple[Sample, list[str], np.ndarray]:
-        """Mosaic chain: 4 samples -> (sample, ``num_texts`` strings, text_mask)."""
-        return self._finish(mosaic(samples, self.size, rng), rng, -self.size // 2)
+        """Mosaic chain: 4 samples (8: the last 4 are mixed in) -> (sample, ``num_texts`` strings,
+        text_mask)."""
+        if len(samples) not in (4, 8):
+            raise ValueError(f"stage 1 takes 4 samples, or 8 with mixup; got {len(samples)}")
+        s = self._affine(mosaic(samples[:4], self.size, rng), rng, -self.size // 2)
+        if len(samples) == 8:
+            s = mixup(s, self._affine(mosaic(samples[4:], self.size, rng), rng, -self.size // 2), rng)
+        return self._finish(s, rng)
 
     def stage2(self, sample: Sample, rng: np.random.Generator) -> tuple[Sample, list[str], np.ndarray]:
         """Close-mosaic chain: 1 sample -> (sample, ``num_texts`` strings, text_mask)."""
-        return self._finish(letterbox_sample(sample, self.size), rng, 0)
+        return self._finish(self._affine(letterbox_sample(sample, self.size), rng, 0), rng)
 
     def __call__(self, samples: list[Sample], rng: np.random.Generator
                  ) -> tuple[Sample, list[str], np.ndarray]:
-        if len(samples) != self.num_inputs:
-            raise ValueError(f"TrainTransform(mosaic={self.mosaic}) takes {self.num_inputs} samples, "
-                             f"got {len(samples)}")
+        if len(samples) != self.num_inputs and not (self.mosaic and len(samples) == 8):
+            raise ValueError(f"TrainTransform(mosaic={self.mosaic}) takes {self.num_inputs} samples"
+                             f"{' (8 with mixup)' if self.mosaic else ''}, got {len(samples)}")
         return self.stage1(samples, rng) if self.mosaic else self.stage2(samples[0], rng)
 
 
@@ -346,8 +399,10 @@ class TrainDataset(torch.utils.data.Dataset):
         i = int(i)
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.transform.mosaic and not self.mosaic_closed:
-            others = rng.integers(0, len(self), 3)
-            s, texts, mask = self.transform.stage1([self._sample(j) for j in [i, *others.tolist()]], rng)
+            others = rng.integers(0, len(self), 3).tolist()
+            if self.transform.draw_mixup(rng):  # a second mosaic of 4 random images is mixed in
+                others += rng.integers(0, len(self), 4).tolist()
+            s, texts, mask = self.transform.stage1([self._sample(j) for j in [i, *others]], rng)
         else:
             s, texts, mask = self.transform.stage2(self._sample(i), rng)
         return {"image": _to_chw_rgb(s.image), "boxes": torch.from_numpy(s.boxes.astype(np.float32)),

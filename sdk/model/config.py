@@ -129,6 +129,15 @@ VARIANTS: dict[str, tuple[NeckType, HeadType]] = {
 }
 
 
+def preset_name(config: YoloWorldConfig) -> str | None:
+    """The size preset (tiny, s, m, l, x) whose depth and width ``config`` has, else None."""
+    for name, preset in PRESETS.items():
+        if (preset.deepen, preset.widen, preset.last_stage_channels) == \
+                (config.deepen, config.widen, config.last_stage_channels):
+            return name
+    return None
+
+
 def get_config(size: str = "s", variant: str = "v2") -> YoloWorldConfig:
     """Preset ``size`` (tiny, s, m, l, x) with a ``variant`` (v2, v1, efficient, efficient_l2)."""
     if size not in PRESETS:

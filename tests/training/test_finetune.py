@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -36,6 +37,10 @@ def test_resume_reproduces_uninterrupted_run(data_yaml, tmp_path):
               "--val-interval", "100"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*common, "--output", str(a)]) == 0
+    import yaml
+
+    recorded = yaml.safe_load((a / "config.yaml").read_text())
+    assert (recorded["affine_scale"], recorded["mixup_prob"]) == (0.5, 0.15)  # resolved for the tiny model
     # interrupted after 5 optimiser steps (epoch 2, step 1 of 4), then resumed
     assert main([*common, "--output", str(b), "--stop-after-steps", "5"]) == 130
     _, meta = load_checkpoint_with_meta(b / "last.pt")
@@ -55,8 +60,10 @@ def test_resume_reproduces_uninterrupted_run(data_yaml, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_model_overfits_its_training_images(data_yaml, tmp_path):
-    """16 images, no mosaic (affine, HSV and flip stay on), validated on the same 16 images, 30
-    epochs: the loss falls at least 4x (measured 6.3x) and mAP50 reaches 0.45 (measured 0.58)."""
+    """16 images, no mosaic (affine, HSV, flip and the 1 % pixel noise stay on), validated on the same
+    16 images, 30 epochs: the loss falls at least 4x and mAP50 reaches 0.25 (from about 0.001).
+    Measured over 5 runs (seeds 0-2; the augmentation stream moves both): loss 5.6-8.0x, mAP50
+    0.32-0.54."""
     import yaml
 
     spec = yaml.safe_load(data_yaml.read_text())
@@ -71,7 +78,7 @@ def test_tiny_model_overfits_its_training_images(data_yaml, tmp_path):
     first = sum(float(rows[0][k]) for k in ("loss_cls", "loss_box", "loss_dfl"))
     last = sum(float(rows[-1][k]) for k in ("loss_cls", "loss_box", "loss_dfl"))
     assert last < first / 4, (first, last)
-    assert float(rows[-1]["mAP50"]) >= 0.45, rows[-1]
+    assert float(rows[-1]["mAP50"]) >= 0.25, rows[-1]
 
 
 def test_amp_bf16_matches_fp32(data_yaml, tmp_path):
@@ -136,6 +143,19 @@ def test_bad_data_fails_before_training(tmp_path, capsys, edit, match):
     assert main([*SMALL, "--data", str(yaml_path), "--epochs", "1", "--output", str(out)]) == 2
     assert match in capsys.readouterr().err
     assert not out.exists()  # nothing written
+
+
+def test_size_dependent_augmentation_follows_the_architecture():
+    """The official configs' affine scale and mixup probability by size; the size comes from the
+    model's architecture (an L checkpoint given without --model must not get S's 0.5)."""
+    from sdk.model.config import get_config, preset_name
+    from training.config import official_augmentation
+
+    assert [preset_name(get_config(s, v)) for s, v in (("l", "v1"), ("m", "efficient"), ("x", "v2"))] == ["l", "m", "x"]
+    assert official_augmentation("s") == (0.5, 0.15) and official_augmentation("m") == (0.9, 0.1)
+    assert official_augmentation("l") == official_augmentation("x") == (0.9, 0.15)
+    odd = dataclasses.replace(get_config("s"), widen=0.6)
+    assert preset_name(odd) is None
 
 
 def test_weights_that_do_not_fit(tmp_path, capsys, tiny_checkpoints, data_yaml):

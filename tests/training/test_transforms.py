@@ -25,7 +25,9 @@ from training.transforms import (
     hsv,
     letterbox_sample,
     load_text,
+    mixup,
     mosaic,
+    pixel_noise,
     random_affine,
     train_letterbox_geometry,
     val_collate,
@@ -310,7 +312,7 @@ def test_load_text_without_classes():
 # -- the full chain ------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(4))
 def test_train_transform_boxes_follow_objects(seed):
-    transform = TrainTransform(size=96, affine_scale=0.5, num_texts=12)
+    transform = TrainTransform(size=96, affine_scale=0.5, num_texts=12, pixel_noise_prob=0.0)
     s1, strings, mask = transform(four_samples(), np.random.default_rng(seed))
     assert s1.image.shape == (96, 96, 3) and len(strings) == 12 and mask.sum() == 8
     check_boxes(s1)
@@ -320,6 +322,74 @@ def test_train_transform_boxes_follow_objects(seed):
     check_boxes(s2)
     with pytest.raises(ValueError, match="takes 1 samples, got 4"):
         transform(four_samples(), np.random.default_rng(seed))
+
+
+def test_mixup_hand_computed():
+    a = Sample(np.full((4, 6, 3), 100, np.uint8), np.array([[0, 0, 2, 2]], np.float32), np.array([1]),
+               [["cat"], ["dog"]])
+    b = Sample(np.full((4, 6, 3), 201, np.uint8), np.array([[1, 1, 5, 3], [2, 0, 4, 4]], np.float32),
+               np.array([0, 1]), [["bus"], ["cat"]])
+    r = np.random.default_rng(5).beta(32.0, 32.0)
+    out = mixup(a, b, np.random.default_rng(5))
+    assert 0.3 < r < 0.7 and (out.image == int(100 * r + 201 * (1 - r))).all()  # truncated, as official
+    np.testing.assert_array_equal(out.boxes, [[0, 0, 2, 2], [1, 1, 5, 3], [2, 0, 4, 4]])
+    assert out.texts == [["cat"], ["dog"], ["bus"]]  # b's "cat" is a's class 0
+    assert [out.texts[k] for k in out.labels] == [["dog"], ["bus"], ["cat"]]
+    with pytest.raises(ValueError, match="equal image shapes"):
+        mixup(a, Sample(np.zeros((5, 6, 3), np.uint8), b.boxes, b.labels, b.texts), np.random.default_rng(0))
+
+
+def test_mixup_in_the_chain_adds_the_second_mosaics_boxes():
+    """Eight inputs: the same rng gives the same first mosaic, and the second one's boxes are added."""
+    rng = np.random.default_rng(1)
+    plain, _, _ = TrainTransform(size=96, num_texts=16, pixel_noise_prob=0.0)(four_samples(), rng)
+    mixed, strings, _ = TrainTransform(size=96, num_texts=16, mixup_prob=1.0, pixel_noise_prob=0.0)(
+        four_samples() + four_samples()[::-1], np.random.default_rng(1))
+    assert mixed.image.shape == (96, 96, 3) and len(mixed.boxes) > len(plain.boxes)
+    assert sorted(strings[:8]) == sorted(f"obj{k}" for k in range(8))  # one class list: texts merged
+    with pytest.raises(ValueError, match="4 samples, or 8 with mixup"):
+        TrainTransform().stage1(four_samples()[:3], np.random.default_rng(0))
+
+
+def test_mixup_off_draws_nothing():
+    rng, ref = np.random.default_rng(7), np.random.default_rng(7)
+    assert not TrainTransform(mixup_prob=0.0).draw_mixup(rng)
+    assert rng.random() == ref.random()  # the stream is where it was: outputs without mixup are unchanged
+
+
+@pytest.mark.parametrize("step", range(4))
+def test_pixel_noise_each_step(step):
+    """With p = 1 every step runs; a generator whose first four draws pick one step isolates it."""
+    s = make_sample((64, 64), [(10, 10, 40, 40)])
+    s.image[::2] = 30  # stripes: blurs change them
+    draws = np.ones(4)
+    draws[step] = 0.0
+
+    class Rng:  # the first call gives the four step draws, the rest come from a real generator
+        def __init__(self):
+            self.real, self.first = np.random.default_rng(0), True
+
+        def random(self, n=None):
+            if self.first:
+                self.first = False
+                return draws
+            return self.real.random(n)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    out = pixel_noise(s, Rng(), p=0.5)
+    np.testing.assert_array_equal(out.boxes, s.boxes)
+    if step == 0:
+        assert any(np.array_equal(out.image, cv2.blur(s.image, (k, k))) for k in (3, 5, 7))
+    elif step == 1:
+        assert any(np.array_equal(out.image, cv2.medianBlur(s.image, k)) for k in (3, 5, 7))
+    elif step == 2:
+        gray = cv2.cvtColor(s.image, cv2.COLOR_RGB2GRAY)  # RGB weights on BGR pixels, as the official
+        assert all(np.array_equal(out.image[..., c], gray) for c in range(3))
+    else:
+        assert not np.array_equal(out.image, s.image) and out.image.shape == s.image.shape
+    assert pixel_noise(s, np.random.default_rng(0), p=0.0) is s
 
 
 def test_train_transform_keeps_most_boxes():
@@ -336,8 +406,17 @@ def shapes(tmp_path_factory):
     return read_data_yaml(yaml_path)
 
 
-def _train_dataset(shapes, seed=0) -> TrainDataset:
-    return TrainDataset(shapes.build_train(min_size=0), TrainTransform(size=64, num_texts=6), seed=seed)
+def _train_dataset(shapes, seed=0, mixup_prob=0.0) -> TrainDataset:
+    return TrainDataset(shapes.build_train(min_size=0), TrainTransform(size=64, num_texts=6, mixup_prob=mixup_prob),
+                        seed=seed)
+
+
+def test_dataset_mixup_loads_a_second_mosaic(shapes):
+    plain, mixed = _train_dataset(shapes), _train_dataset(shapes, mixup_prob=1.0)
+    n_plain = sum(len(plain[i]["boxes"]) for i in range(len(plain)))
+    n_mixed = sum(len(mixed[i]["boxes"]) for i in range(len(mixed)))
+    assert n_mixed > 1.5 * n_plain  # about twice the objects
+    assert _same(mixed[2], mixed[2])  # still a function of (seed, epoch, index)
 
 
 def _same(a: dict, b: dict) -> bool:
