@@ -32,7 +32,7 @@ DT = [
 ]
 
 
-def pycocotools_direct(gt, dt):
+def pycocotools_direct(gt, dt, max_dets=None):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -41,6 +41,8 @@ def pycocotools_direct(gt, dt):
         g.dataset = json.loads(json.dumps(gt))
         g.createIndex()
         e = COCOeval(g, g.loadRes(json.loads(json.dumps(dt))), "bbox")
+        if max_dets:
+            e.params.maxDets = max_dets
         e.evaluate()
         e.accumulate()
         e.summarize()
@@ -69,6 +71,29 @@ def test_faster_coco_eval_gives_the_same_numbers(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(ref["AP"], abs=1e-12)
     with pytest.raises(ValueError, match="unknown COCO evaluator 'cocoapi'"):
         coco_evaluate(GT, DT, evaluator="cocoapi")
+
+
+def _twelve_of_one_class():
+    """One image, twelve separate cats, each detected exactly (scores 0.9 down to 0.35)."""
+    gt = {"images": [{"id": 1, "file_name": "1.png", "height": 200, "width": 300}],
+          "categories": [{"id": 1, "name": "cat"}],
+          "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [20 * k, 10, 15, 15],
+                           "area": 225, "iscrowd": 0} for k in range(12)]}
+    dt = [{"image_id": 1, "category_id": 1, "bbox": [20 * k, 10, 15, 15], "score": 0.9 - 0.05 * k}
+          for k in range(12)]
+    return gt, dt
+
+
+def test_official_maxdets_setting_gives_the_standard_numbers():
+    """The official configs evaluate with mmdet's CocoMetric(proposal_nums=(100, 1, 10)), which sets
+    pycocotools' maxDets to [100, 1, 10]. pycocotools sorts maxDets in evaluate(), so that is the
+    standard protocol: the official COCO tables compare directly with yoloworld-eval. Twelve exact
+    detections of one class on one image tell the two apart (10 kept per class would give 84/101)."""
+    gt, dt = _twelve_of_one_class()
+    for g, d in ((GT, DT), (gt, dt)):
+        ours = coco_evaluate(g, d)
+        np.testing.assert_array_equal(pycocotools_direct(g, d, max_dets=[100, 1, 10]), [ours[k] for k in STAT_NAMES])
+    assert coco_evaluate(gt, dt)["AP"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
