@@ -274,6 +274,10 @@ def test_cli_predict_annotates_videos(detector, images, tmp_path, capsys, tiny_c
     mp4 = out / "clip.mp4"
     assert predict_main([str(mp4), *args, "--out", str(out)]) == 2
     assert "would overwrite it" in capsys.readouterr().err
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    assert predict_main([str(tmp_path / "bad.mp4"), *args, "--out", str(tmp_path / "o2")]) == 2
+    assert "cannot open video" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "bad.mp4").exists()
 
 
 def test_stream_errors_surface(detector, images, tmp_path):
