@@ -97,7 +97,9 @@ def mosaic(samples: list[Sample], size: int, rng: np.random.Generator) -> Sample
     for k, (s, label_map) in enumerate(zip(samples, label_maps, strict=True)):
         h0, w0 = s.image.shape[:2]
         r = min(size / h0, size / w0)
-        w, h = min(size, max(1, int(w0 * r + 0.5))), min(size, max(1, int(h0 * r + 0.5)))
+        # int() truncation as the official mosaic; boxes below scale by the size actually reached
+        # (the official scales them by r, up to a pixel off the resized image)
+        w, h = min(size, max(1, int(w0 * r))), min(size, max(1, int(h0 * r)))
         img = s.image if (h, w) == (h0, w0) else cv2.resize(s.image, (w, h),
                                                             interpolation=cv2.INTER_LINEAR)
         # canvas region (a) of tile k; the left tiles end at xc, the top tiles end at yc

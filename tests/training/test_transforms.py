@@ -131,6 +131,18 @@ def test_mosaic_hand_computed_placement():
             min(yc + size, 128) - max(yc - size, 0))
 
 
+def test_mosaic_tile_size_truncates_like_the_official():
+    """A 90x35 image into 64: ratio 0.711, height 24.9 -> 24 rows (int(), as the official Mosaic)."""
+    tile = Sample(np.full((35, 90, 3), 200, np.uint8), np.array([[0, 0, 90, 35]], np.float32), np.array([0]),
+                  [["x"]])
+    rng = np.random.default_rng(0)
+    out = mosaic([tile] * 4, 64, rng)
+    draw = np.random.default_rng(0)
+    xc, yc = int(draw.uniform(32, 96)), int(draw.uniform(32, 96))
+    np.testing.assert_array_equal(out.boxes[3], [xc, yc, min(xc + 64, 128), min(yc + 24, 128)])
+    assert (out.image[yc:yc + 24, xc] == 200).all() and (out.image[yc + 24:, xc] == PAD_VALUE).all()
+
+
 def test_mosaic_merges_classes_that_share_a_prompt():
     def tile(texts, boxes, labels):
         return Sample(np.full((32, 32, 3), 50, np.uint8), np.array(boxes, np.float32),
