@@ -2,8 +2,9 @@
 
 Times ``train_one_epoch``-equivalent steps (forward, loss with the task-aligned assigner, backward,
 AdamW step, EMA) on random batches of the requested size, and the training DataLoader on the
-generated shapes dataset with the default stage-1 chain (mosaic + affine + the official MixUp rate for
-the model size + blur/gray/CLAHE + HSV + flip + text sampling), and again without MixUp.
+generated shapes dataset (boxes and polygons) with the default stage-1 chain (mosaic + copy-paste +
+mask-refined affine + the official MixUp rate for the model size + blur/gray/CLAHE + HSV + flip + text
+sampling), and again with boxes only and no MixUp (the chain before these official extras).
 
     python benchmarks/bench_training.py [--model tiny] [--imgsz 320] [--batch 8] [--workers 2]
 """
@@ -68,7 +69,8 @@ def bench_steps(model_name: str, imgsz: int, batch: int, steps: int, device: str
             "step_s": {"min": min(times), "median": med, "max": max(times)}, "images_per_s": batch / med}
 
 
-def bench_loader(imgsz: int, batch: int, workers: int, batches: int, mixup_prob: float) -> dict:
+def bench_loader(imgsz: int, batch: int, workers: int, batches: int, mixup_prob: float,
+                 copypaste_prob: float, mask_refine: bool) -> dict:
     from torch.utils.data import DataLoader
 
     from training.data import read_data_yaml
@@ -77,8 +79,9 @@ def bench_loader(imgsz: int, batch: int, workers: int, batches: int, mixup_prob:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = read_data_yaml(make_shapes_dataset(Path(tmp), num_train=64, num_val=4, size=imgsz))
-        ds = TrainDataset(data.build_train(min_size=0),
-                          TrainTransform(size=imgsz, num_texts=80, mixup_prob=mixup_prob), seed=0)
+        transform = TrainTransform(size=imgsz, num_texts=80, mixup_prob=mixup_prob, copypaste_prob=copypaste_prob,
+                                   mask_refine=mask_refine, min_area_ratio=0.01 if mask_refine else 0.1)
+        ds = TrainDataset(data.build_train(min_size=0), transform, seed=0)
         loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate)
         t0 = time.perf_counter()
         n = 0
@@ -87,7 +90,8 @@ def bench_loader(imgsz: int, batch: int, workers: int, batches: int, mixup_prob:
             if i + 1 >= batches:
                 break
         dt = time.perf_counter() - t0
-    return {"imgsz": imgsz, "batch": batch, "workers": workers, "mosaic": True, "mixup_prob": mixup_prob, "images": n,
+    return {"imgsz": imgsz, "batch": batch, "workers": workers, "mosaic": True, "mixup_prob": mixup_prob,
+            "copypaste_prob": copypaste_prob, "mask_refine": mask_refine, "images": n,
             "seconds": dt, "images_per_s": n / dt, "note": "includes worker start-up"}
 
 
@@ -106,9 +110,10 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d %H:%M"),
               "train_step": bench_steps(args.model, args.imgsz, args.batch, args.steps, args.device, args.amp),
-              "dataloader": bench_loader(args.imgsz, args.batch, args.workers, 8,
-                                         official_augmentation(args.model)[1]),
-              "dataloader_no_mixup": bench_loader(args.imgsz, args.batch, args.workers, 8, 0.0)}
+              "dataloader": bench_loader(args.imgsz, args.batch, args.workers, 24,
+                                         *official_augmentation(args.model)[1:], mask_refine=True),
+              "dataloader_boxes_only": bench_loader(args.imgsz, args.batch, args.workers, 24, 0.0, 0.0,
+                                                    mask_refine=False)}
     print(json.dumps(report, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

@@ -36,7 +36,9 @@ class TrainConfig:
     affine_scale: float | None = None  # None: 0.5 for tiny/s, 0.9 for m/l/x (official)
     mixup_prob: float | None = None  # None: 0.15 for tiny/s/l/x, 0.1 for m (official)
     pixel_noise_prob: float = 0.01  # each of blur, median blur, gray, CLAHE (official albumentations)
-    min_area_ratio: float = 0.1  # official without mask-refine (0.01 with polygons)
+    mask_refine: bool = True  # use segmentation polygons where the data has them (copy-paste, box refine)
+    copypaste_prob: float | None = None  # None: 0.3 for tiny/s/l/x, 0.1 for m (official; needs polygons)
+    min_area_ratio: float | None = None  # None: 0.01 with polygons (mask-refine configs), else 0.1
     filter_empty_gt: bool = False
     min_size: int = 32
     # --- optimisation ---
@@ -70,10 +72,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def official_augmentation(size: str) -> tuple[float, float]:
-    """(affine_scale, mixup_prob) of the official fine-tuning configs for a model size: S 0.5 and
-    0.15, M 0.9 and 0.1, L/X 0.9 and 0.15 (tiny, which has no official config, takes S's)."""
-    return (0.5 if size in ("tiny", "s") else 0.9), (0.1 if size == "m" else 0.15)
+def official_augmentation(size: str) -> tuple[float, float, float]:
+    """(affine_scale, mixup_prob, copypaste_prob) of the official mask-refine fine-tuning configs for a
+    model size: S 0.5, 0.15, 0.3; M 0.9, 0.1, 0.1; L/X 0.9, 0.15, 0.3 (tiny, which has no official
+    config, takes S's)."""
+    return (0.5 if size in ("tiny", "s") else 0.9), (0.1 if size == "m" else 0.15), (0.1 if size == "m" else 0.3)
 
 
 #: The demo: generated dataset, tiny model from scratch, CPU, a few minutes.

@@ -11,6 +11,8 @@ per dataset with counts, naming the file, the field and the value:
 - boxes reaching outside their image are clipped, boxes of zero/negative size or with non-finite
   coordinates are dropped, both counted in one ``warnings.warn``;
 - ``iscrowd=1`` annotations are ignored (COCO convention);
+- ``segmentation`` polygons are kept for the mask-refine augmentations (RLE or none: the box alone);
+  a malformed polygon is a :class:`DataError`;
 - no image left after ``filter_empty_gt`` / ``min_size``: :class:`DataError`.
 
 Labels follow the official ``MultiModalDataset``: label ``i`` is the ``i``-th category id in ascending
@@ -36,6 +38,8 @@ from sdk.errors import YoloWorldError
 from sdk.images import read_image
 from sdk.vocabulary import read_class_texts
 
+from .polygons import Instance, parse_segmentation
+
 DatasetType = Literal["detection", "grounding"]
 MAX_LISTED = 5  # how many offending items an error message names
 
@@ -51,6 +55,8 @@ class Record:
     boxes: (K, 4) float32 xyxy in original-image pixels, clipped to the image, every box of positive
     size. labels: (K,) int64 indices into ``texts``. texts: prompts per class of this record (all
     dataset classes for detection, the record's unique phrases for grounding). Arrays are read-only.
+    polygons: per box its ``segmentation`` rings (``training.polygons``; None for a box without),
+    or None when no box of the record has any.
     """
 
     image_id: int
@@ -58,6 +64,7 @@ class Record:
     boxes: np.ndarray
     labels: np.ndarray
     texts: list[list[str]]
+    polygons: tuple[Instance | None, ...] | None = None
 
 
 class RecordSource(Protocol):
@@ -130,12 +137,13 @@ class _CocoImages:
         data = _read_json(self.ann_file, self._required_keys)
         self._prepare(data)
         images = self._parse_images(data["images"])
-        img_idx, keys, xywh = self._parse_annotations(data["annotations"], images)
+        img_idx, keys, xywh, segs = self._parse_annotations(data["annotations"], images)
         boxes, valid = self._clean_boxes(img_idx, xywh, images)
 
         # group the surviving boxes per image, keeping annotation order
         img_idx, boxes = img_idx[valid], boxes[valid]
         keys = [k for k, v in zip(keys, valid, strict=True) if v]
+        segs = [g for g, v in zip(segs, valid, strict=True) if v]
         order = np.argsort(img_idx, kind="stable")
         starts = np.searchsorted(img_idx[order], np.arange(len(images) + 1))
         self._records: list[Record] = []
@@ -153,8 +161,9 @@ class _CocoImages:
             b = boxes[sel]
             b.setflags(write=False)
             labels.setflags(write=False)
+            polys = tuple(segs[k] for k in sel)
             self._records.append(Record(image.image_id, str(self.img_dir / image.file_name), b, labels,
-                                        texts))
+                                        texts, polys if any(p is not None for p in polys) else None))
             self._hw.append((image.height, image.width))
         if not self._records:
             detail = (f"{len(images)} listed, {n_empty} dropped by filter_empty_gt (no boxes), "
@@ -204,10 +213,11 @@ class _CocoImages:
         return images
 
     def _parse_annotations(self, raw_anns: list[Any], images: list[_Image]
-                           ) -> tuple[np.ndarray, list[Any], np.ndarray]:
-        """(image index (N,) int64, label keys, xywh (N, 4) float64) of the non-crowd annotations."""
+                           ) -> tuple[np.ndarray, list[Any], np.ndarray, list[Instance | None]]:
+        """(image index (N,) int64, label keys, xywh (N, 4) float64, polygons) of the non-crowd
+        annotations."""
         index = {im.image_id: j for j, im in enumerate(images)}
-        img_idx, keys, xywh = [], [], []
+        img_idx, keys, xywh, segs = [], [], [], []
         for k, ann in enumerate(raw_anns):
             if not isinstance(ann, dict):
                 raise DataError(f"{self.name}: annotations[{k}] is a {type(ann).__name__}, not an "
@@ -226,11 +236,15 @@ class _CocoImages:
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
                 raise DataError(f"{self.name}: annotation {ann_id} has bbox {bbox!r}; expected "
                                 f"[x, y, width, height] numbers")
+            try:
+                segs.append(parse_segmentation(ann.get("segmentation")))
+            except ValueError as e:
+                raise DataError(f"{self.name}: annotation {ann_id}: {e}") from None
             img_idx.append(index[image_id])
             keys.append(key)
             xywh.append(bbox)
         return (np.asarray(img_idx, np.int64), keys,
-                np.asarray(xywh, np.float64).reshape(-1, 4))
+                np.asarray(xywh, np.float64).reshape(-1, 4), segs)
 
     def _clean_boxes(self, img_idx: np.ndarray, xywh: np.ndarray, images: list[_Image]
                      ) -> tuple[np.ndarray, np.ndarray]:

@@ -161,13 +161,16 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
     size = cfg.imgsz
     # size-dependent defaults follow the model's architecture (--weights decides it, not --model)
     arch_size = preset_name(raw_model.config) or cfg.model
-    affine, mixup_p = official_augmentation(arch_size)
-    affine = cfg.affine_scale if cfg.affine_scale is not None else affine
-    mixup_p = cfg.mixup_prob if cfg.mixup_prob is not None else mixup_p
-    cfg = dataclasses.replace(cfg, affine_scale=affine, mixup_prob=mixup_p)  # config.yaml records them
-    transform = TrainTransform(size=size, affine_scale=affine, num_texts=cfg.num_texts,
-                               min_area_ratio=cfg.min_area_ratio, mosaic=True, mixup_prob=mixup_p,
-                               pixel_noise_prob=cfg.pixel_noise_prob)
+    defaults = dict(zip(("affine_scale", "mixup_prob", "copypaste_prob"), official_augmentation(arch_size),
+                        strict=True))
+    has_polygons = cfg.mask_refine and any(train_set.record(i).polygons is not None for i in range(len(train_set)))
+    defaults["min_area_ratio"] = 0.01 if has_polygons else 0.1  # the mask-refine configs' value, else the base's
+    # unset options take the defaults; config.yaml records the values used
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    transform = TrainTransform(size=size, affine_scale=cfg.affine_scale, num_texts=cfg.num_texts,
+                               min_area_ratio=cfg.min_area_ratio, mosaic=True, mixup_prob=cfg.mixup_prob,
+                               pixel_noise_prob=cfg.pixel_noise_prob, mask_refine=cfg.mask_refine,
+                               copypaste_prob=cfg.copypaste_prob)
     train_ds = TrainDataset(train_set, transform, seed=cfg.seed)
     sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=rank, world_size=world)
     # set_epoch/close_mosaic reach persistent workers through shared memory (training/transforms.py)
@@ -210,7 +213,9 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         print(f"training {len(train_set)} images ({len(class_texts)} classes), val "
               f"{len(val_set) if val_set else 0}; {world} process(es) x {cfg.batch_size} x accumulate "
               f"{accumulate} = batch {effective}; {steps_per_epoch} steps/epoch; device {device}, amp {cfg.amp}; "
-              f"affine scale 1 +- {cfg.affine_scale}, mixup {cfg.mixup_prob} ({arch_size} defaults)"
+              f"affine scale 1 +- {cfg.affine_scale}, mixup {cfg.mixup_prob}, "
+              + (f"polygons: copy-paste {cfg.copypaste_prob}, refined boxes" if has_polygons else "no polygons")
+              + f", min area ratio {cfg.min_area_ratio} ({arch_size} defaults)"
               + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
 
     def request_stop(signum: int, _frame: Any) -> None:

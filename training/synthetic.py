@@ -65,11 +65,23 @@ def _shape_mask(kind: int, h: int, w: int, cx: float, cy: float, r: float, angle
     return mask
 
 
-def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
-    """One image and its objects as (class index, COCO xywh box)."""
+def _polygon(mask: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> list[list[float]]:
+    """COCO ``segmentation`` of a mask: its outer contour through the boundary pixels' centres,
+    stretched (by at most one pixel) so that its extent is the box ``[x1, x2) x [y1, y2)``, as a
+    COCO box is its polygon's extent."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = max(contours, key=len).reshape(-1, 2).astype(np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    pts = np.array([x1, y1]) + (pts - lo) / np.maximum(hi - lo, 1e-9) * np.array([x2 - x1, y2 - y1])
+    return [np.round(pts, 2).ravel().tolist()]
+
+
+def _draw_image(rng: np.random.Generator, size: int
+                ) -> tuple[np.ndarray, list[tuple[int, list[float], list[list[float]]]]]:
+    """One image and its objects as (class index, COCO xywh box, COCO polygons)."""
     h, w = [(size, size), (size, size * 3 // 4), (size * 3 // 4, size)][int(rng.integers(3))]
     img = _background(rng, h, w)
-    objects: list[tuple[int, list[float]]] = []
+    objects: list[tuple[int, list[float], list[list[float]]]] = []
     occupied = np.zeros((h, w), bool)
     for _ in range(int(rng.integers(1, 5))):
         for _attempt in range(30):  # rejection sampling keeps objects apart, so boxes stay honest
@@ -87,7 +99,8 @@ def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[t
         img[mask] = np.clip(colour * shade[mask], 0, 255).astype(np.uint8)
         ys, xs = np.nonzero(mask)
         x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        objects.append((kind, [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]))
+        objects.append((kind, [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                        _polygon(mask, x1, y1, x2, y2)))
     return img, objects
 
 
@@ -113,9 +126,9 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 64, num_val: i
     """Write the shapes dataset under ``root`` and return the path of its ``data.yaml``.
 
     Layout: ``train/``, ``val/`` (JPEG, longest side ``size``), ``annotations/{train,val}.json``
-    (COCO, category ids 1, 3, 7, 9), ``annotations/grounding.json`` (captions over the first training
-    images, ``img_dir: train``), ``class_texts.json`` and ``data.yaml``. The same seed gives the same
-    files.
+    (COCO with boxes and polygons, category ids 1, 3, 7, 9), ``annotations/grounding.json``
+    (captions over the first training images, ``img_dir: train``), ``class_texts.json`` and
+    ``data.yaml``. The same seed gives the same files.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -136,14 +149,15 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 64, num_val: i
             (root / split / file_name).write_bytes(buf.tobytes())
             images.append({"id": image_id, "file_name": file_name, "height": img.shape[0],
                            "width": img.shape[1]})
-            for kind, xywh in objects:
+            for kind, xywh, segmentation in objects:
                 annotations.append({"id": ann_id, "image_id": image_id, "category_id": CLASSES[kind][0],
-                                    "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0})
+                                    "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0,
+                                    "segmentation": segmentation})
                 ann_id += 1
             if split == "train" and k < GROUNDING_IMAGES:
-                caption, spans = _caption([CLASSES[kind][1] for kind, _ in objects])
+                caption, spans = _caption([CLASSES[kind][1] for kind, _, _ in objects])
                 grounding["images"].append({**images[-1], "caption": caption})
-                for (_, xywh), span in zip(objects, spans, strict=True):
+                for (_, xywh, _), span in zip(objects, spans, strict=True):
                     grounding["annotations"].append(
                         {"id": len(grounding["annotations"]) + 1, "image_id": image_id,
                          "category_id": 1, "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0,

@@ -5,11 +5,12 @@ comes only from the ``np.random.Generator`` passed in, so a sample is a pure fun
 (seed, epoch, index). Boxes are xyxy float32 pixels throughout; box coordinates treat pixel ``i`` as
 covering ``[i, i + 1)``, the convention the COCO boxes use.
 
-The chain is the official fine-tuning pipeline (YOLOWORLD.md 5.4) without its copy-paste and
-mask-refined boxes (both need instance polygons; boxes here are transformed as boxes):
+The chain is the official (mask-refine) fine-tuning pipeline (YOLOWORLD.md 5.4); copy-paste and the
+refined boxes use the objects' polygons where the dataset has them (``training.polygons``):
 
-- stage 1: mosaic -> random affine (crop the 2S canvas to S) -> [mixup with a second mosaic + affine]
-  -> blur / median blur / gray / CLAHE (1 % each) -> HSV -> horizontal flip -> load text;
+- stage 1: mosaic -> copy-paste -> random affine (crop the 2S canvas to S) -> [mixup with a second
+  mosaic + copy-paste + affine] -> blur / median blur / gray / CLAHE (1 % each) -> HSV -> horizontal
+  flip -> load text;
 - stage 2 (``close_mosaic``, last epochs): letterbox -> random affine -> blur ... -> HSV -> flip ->
   load text.
 """
@@ -24,7 +25,9 @@ import torch
 
 from sdk.preprocess import PAD_VALUE, LetterboxInfo, letterbox, letterbox_geometry
 
+from . import polygons
 from .data import DetectionDataset, Record, RecordSource
+from .polygons import Instance
 
 
 @dataclass
@@ -32,17 +35,24 @@ class Sample:
     """An image with its annotations.
 
     image: (H, W, 3) uint8 BGR. boxes: (K, 4) float32 xyxy pixels. labels: (K,) int64 indices into
-    ``texts``. texts: the prompts of each class (one list per class).
+    ``texts``. texts: the prompts of each class (one list per class). polygons: per box its rings
+    (``training.polygons``) or None, until the random affine has used them; None when there are none.
     """
 
     image: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
     texts: list[list[str]]
+    polygons: list[Instance | None] | None = None
 
     @classmethod
     def from_record(cls, image: np.ndarray, record: Record) -> Sample:
-        return cls(image, record.boxes, record.labels, record.texts)
+        return cls(image, record.boxes, record.labels, record.texts,
+                   None if record.polygons is None else list(record.polygons))
+
+    def instances(self) -> list[Instance | None]:
+        """Polygons per box (None for each when the sample has none)."""
+        return list(self.polygons) if self.polygons is not None else [None] * len(self.boxes.reshape(-1, 4))
 
 
 def _merge_texts(all_texts: list[list[list[str]]]) -> tuple[list[list[str]], list[np.ndarray | None]]:
@@ -72,9 +82,12 @@ def _merge_texts(all_texts: list[list[list[str]]]) -> tuple[list[list[str]], lis
     return merged, maps
 
 
-def _keep_positive(boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep], labels[keep]
+def _positive(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def _polygons_or_none(instances: list[Instance | None]) -> list[Instance | None] | None:
+    return instances if any(p is not None for p in instances) else None
 
 
 def mosaic(samples: list[Sample], size: int, rng: np.random.Generator) -> Sample:
@@ -93,7 +106,7 @@ def mosaic(samples: list[Sample], size: int, rng: np.random.Generator) -> Sample
     canvas = np.full((side, side, 3), PAD_VALUE, np.uint8)
     xc = int(rng.uniform(0.5 * size, 1.5 * size))
     yc = int(rng.uniform(0.5 * size, 1.5 * size))
-    all_boxes, all_labels = [], []
+    all_boxes, all_labels, all_polys = [], [], []
     for k, (s, label_map) in enumerate(zip(samples, label_maps, strict=True)):
         h0, w0 = s.image.shape[:2]
         r = min(size / h0, size / w0)
@@ -113,9 +126,49 @@ def mosaic(samples: list[Sample], size: int, rng: np.random.Generator) -> Sample
         scale = np.array([w / w0, h / h0, w / w0, h / h0], np.float32)
         all_boxes.append(s.boxes.reshape(-1, 4) * scale + np.array([dx, dy, dx, dy], np.float32))
         all_labels.append(s.labels if label_map is None else label_map[s.labels])
+        # polygons are clipped to the canvas, as the official mosaic does (a tile's cut-off part lies
+        # beyond the canvas edge, so this is also its visible part)
+        all_polys += polygons.affine(s.instances(), (w / w0, h / h0), (dx, dy), (side, side))
     boxes = np.clip(np.concatenate(all_boxes), 0, side).astype(np.float32)
-    boxes, labels = _keep_positive(boxes, np.concatenate(all_labels).astype(np.int64))
-    return Sample(canvas, boxes, labels, texts)
+    keep = _positive(boxes)
+    labels = np.concatenate(all_labels).astype(np.int64)[keep]
+    polys = _polygons_or_none([p for p, k in zip(all_polys, keep, strict=True) if k])
+    return Sample(canvas, boxes[keep], labels, texts, polys)
+
+
+def copy_paste(s: Sample, rng: np.random.Generator, prob: float, ioa_thresh: float = 0.3) -> Sample:
+    """Official ``YOLOv5CopyPaste``: objects whose mirrored box covers less than ``ioa_thresh`` of
+    every box (its own included) are eligible; ``round(prob * n)`` of the ``n`` eligible ones (with
+    polygons) are pasted, through their filled polygons, at their mirrored position, with their
+    mirrored boxes and polygons appended."""
+    if s.polygons is None or prob <= 0:
+        return s
+    h, w = s.image.shape[:2]
+    boxes = s.boxes.reshape(-1, 4)
+    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    iw = (np.minimum(flipped[:, None, 2], boxes[:, 2]) - np.maximum(flipped[:, None, 0], boxes[:, 0])).clip(0)
+    ih = (np.minimum(flipped[:, None, 3], boxes[:, 3]) - np.maximum(flipped[:, None, 1], boxes[:, 1])).clip(0)
+    ioa = iw * ih / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + 1e-7)
+    eligible = np.flatnonzero((ioa < ioa_thresh).all(axis=1) & np.array([p is not None for p in s.polygons]))
+    chosen = np.sort(rng.choice(eligible, round(prob * len(eligible)), replace=False))
+    if len(chosen) == 0:
+        return s
+    # The official fills one canvas-sized mask and copies through its mirror image; the same pixels,
+    # object by object within each polygon's extent (no canvas-sized mask, flip or copy per object).
+    # Every copy reads the input image, so overlapping pastes agree.
+    image = s.image.copy()
+    for i in chosen:
+        pts = np.concatenate([r.reshape(-1, 2) for r in s.polygons[i]])
+        c0, r0 = np.maximum(pts.min(axis=0).astype(int), 0)
+        c1, r1 = np.minimum(pts.max(axis=0).astype(int) + 1, [w, h])
+        if c1 <= c0 or r1 <= r0:
+            continue
+        mask = polygons.fill(polygons.affine([s.polygons[i]], (1, 1), (-c0, -r0)), r1 - r0, c1 - c0)
+        # destination column w - 1 - x for source column x: the mirrored window, read right to left
+        image[r0:r1, w - c1:w - c0][:, ::-1][mask] = s.image[r0:r1, c0:c1][mask]
+    return Sample(image, np.concatenate([boxes, flipped[chosen]]).astype(np.float32),
+                  np.concatenate([s.labels, s.labels[chosen]]), s.texts,
+                  s.polygons + polygons.flip([s.polygons[i] for i in chosen], w))
 
 
 def random_affine(s: Sample, rng: np.random.Generator, scale: tuple[float, float] = (0.5, 1.5),
@@ -129,7 +182,9 @@ def random_affine(s: Sample, rng: np.random.Generator, scale: tuple[float, float
     ``out_size`` ((h, w) or an int) when given. The image centre moves to ``(0.5 +- translate)`` of
     the output. Boxes are mapped, clipped, and dropped as YOLOv5RandomAffine does: width or height
     ``<= min_wh`` px, area below ``min_area_ratio`` of the scaled pre-warp box, aspect
-    ``>= max_aspect``.
+    ``>= max_aspect``. A box with polygons is instead the extent of its resampled, warped polygon
+    points inside the output (mask refine, :func:`training.polygons.refined_box`), clipped to
+    ``size - 1e-3`` as the official; the polygons end here.
     """
     h, w = s.image.shape[:2]
     if out_size is None:
@@ -148,6 +203,10 @@ def random_affine(s: Sample, rng: np.random.Generator, scale: tuple[float, float
     boxes = s.boxes.reshape(-1, 4).astype(np.float64)
     new = boxes * k + np.array([bx, by, bx, by])
     new = np.clip(new, 0, [out_w, out_h, out_w, out_h])
+    for i, inst in enumerate(s.instances()):
+        if inst is not None:
+            new[i] = np.clip(polygons.refined_box(inst, k, (bx, by), out_w, out_h), 0,
+                             [out_w - 1e-3, out_h - 1e-3, out_w - 1e-3, out_h - 1e-3])
     w2, h2 = new[:, 2] - new[:, 0], new[:, 3] - new[:, 1]
     w1, h1 = (boxes[:, 2] - boxes[:, 0]) * k, (boxes[:, 3] - boxes[:, 1]) * k
     aspect = np.maximum(w2 / (h2 + 1e-16), h2 / (w2 + 1e-16))
@@ -248,7 +307,9 @@ def letterbox_sample(s: Sample, size: int, allow_scale_up: bool = True) -> Sampl
     else:
         image, info = letterbox(s.image, size)
     boxes = info.boxes_to_input(s.boxes.reshape(-1, 4))
-    return Sample(image, boxes, s.labels, s.texts)
+    top, _, left, _ = info.pad_tblr
+    polys = None if s.polygons is None else polygons.affine(s.polygons, info.scale_wh, (left, top))
+    return Sample(image, boxes, s.labels, s.texts, polys)
 
 
 def load_text(s: Sample, rng: np.random.Generator, num_texts: int = 80,
@@ -289,13 +350,15 @@ def load_text(s: Sample, rng: np.random.Generator, num_texts: int = 80,
 class TrainTransform:
     """The official training chain for one output image of ``size x size``.
 
-    Stage 1 (``mosaic=True``, four inputs, or eight with mixup): mosaic -> random_affine(border=-size/2)
-    -> [mixup with inputs 5-8 through mosaic -> random_affine] -> pixel_noise -> hsv -> hflip ->
-    load_text. Stage 2 (one input): letterbox_sample -> random_affine(no border) -> pixel_noise -> hsv
+    Stage 1 (``mosaic=True``, four inputs, or eight with mixup): mosaic -> copy_paste ->
+    random_affine(border=-size/2) -> [mixup with inputs 5-8 through the same three] -> pixel_noise ->
+    hsv -> hflip -> load_text. Stage 2 (one input): letterbox_sample -> random_affine(no border) -> pixel_noise -> hsv
     -> hflip -> load_text. ``affine_scale``: scale range ``1 +- affine_scale`` (official 0.5 for S,
     0.9 for M/L/X). ``mixup_prob``: how often stage 1 mixes in a second mosaic (official 0.15 for
     S/L/X, 0.1 for M); the caller draws it (:meth:`draw_mixup`) to know how many inputs to load.
-    ``pixel_noise_prob``: each albumentations step's probability (official 0.01).
+    ``pixel_noise_prob``: each albumentations step's probability (official 0.01). ``mask_refine``:
+    use the samples' polygons (copy-paste after each mosaic with ``copypaste_prob``, official 0.3 for
+    S/L/X and 0.1 for M; boxes refined by the affine); False ignores them.
     """
 
     size: int = 640
@@ -305,6 +368,8 @@ class TrainTransform:
     mosaic: bool = True
     mixup_prob: float = 0.0
     pixel_noise_prob: float = 0.01
+    mask_refine: bool = True
+    copypaste_prob: float = 0.0
 
     @property
     def num_inputs(self) -> int:
@@ -314,6 +379,15 @@ class TrainTransform:
     def draw_mixup(self, rng: np.random.Generator) -> bool:
         """Whether this stage-1 sample mixes in a second mosaic (no draw when ``mixup_prob`` is 0)."""
         return self.mixup_prob > 0 and rng.random() < self.mixup_prob
+
+    def _polygons(self, s: Sample) -> Sample:
+        if self.mask_refine or s.polygons is None:
+            return s
+        return Sample(s.image, s.boxes, s.labels, s.texts)
+
+    def _mosaic_affine(self, samples: list[Sample], rng: np.random.Generator) -> Sample:
+        s = mosaic([self._polygons(x) for x in samples], self.size, rng)
+        return self._affine(copy_paste(s, rng, self.copypaste_prob), rng, -self.size // 2)
 
     def _affine(self, s: Sample, rng: np.random.Generator, border: int) -> Sample:
         return random_affine(s, rng, scale=(1 - self.affine_scale, 1 + self.affine_scale),
@@ -330,14 +404,14 @@ class TrainTransform:
         text_mask)."""
         if len(samples) not in (4, 8):
             raise ValueError(f"stage 1 takes 4 samples, or 8 with mixup; got {len(samples)}")
-        s = self._affine(mosaic(samples[:4], self.size, rng), rng, -self.size // 2)
+        s = self._mosaic_affine(samples[:4], rng)
         if len(samples) == 8:
-            s = mixup(s, self._affine(mosaic(samples[4:], self.size, rng), rng, -self.size // 2), rng)
+            s = mixup(s, self._mosaic_affine(samples[4:], rng), rng)
         return self._finish(s, rng)
 
     def stage2(self, sample: Sample, rng: np.random.Generator) -> tuple[Sample, list[str], np.ndarray]:
         """Close-mosaic chain: 1 sample -> (sample, ``num_texts`` strings, text_mask)."""
-        return self._finish(self._affine(letterbox_sample(sample, self.size), rng, 0), rng)
+        return self._finish(self._affine(letterbox_sample(self._polygons(sample), self.size), rng, 0), rng)
 
     def __call__(self, samples: list[Sample], rng: np.random.Generator
                  ) -> tuple[Sample, list[str], np.ndarray]:
