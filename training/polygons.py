@@ -86,12 +86,17 @@ def resample(ring: np.ndarray, n: int = RESAMPLE) -> np.ndarray:
 def refined_box(inst: Instance, scale: float, shift: tuple[float, float], width: float, height: float
                 ) -> np.ndarray:
     """xyxy of the resampled, scaled and shifted rings' points that land inside ``[0, W] x [0, H]``;
-    zeros when none does (the box filter then drops it)."""
-    pts = np.concatenate([resample(r) for r in inst]) * scale + np.asarray(shift)
-    inside = (pts[:, 0] >= 0) & (pts[:, 1] >= 0) & (pts[:, 0] <= width) & (pts[:, 1] <= height)
-    if not inside.any():
+    zeros when none does (the box filter then drops it). As the official ``segment2box``, a ring
+    whose inside points all have x == 0 counts as having none (it tests ``any(x)``)."""
+    kept = []
+    for ring in inst:
+        pts = resample(ring) * scale + np.asarray(shift)
+        pts = pts[(pts[:, 0] >= 0) & (pts[:, 1] >= 0) & (pts[:, 0] <= width) & (pts[:, 1] <= height)]
+        if (pts[:, 0] != 0).any():
+            kept.append(pts)
+    if not kept:
         return np.zeros(4)
-    pts = pts[inside]
+    pts = np.concatenate(kept)
     return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
 
 
