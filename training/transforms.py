@@ -86,6 +86,11 @@ def _positive(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
+def _flip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
+    """xyxy ``(K, 4)`` mirrored left-right in an image ``width`` wide: x1' = W - x2, x2' = W - x1."""
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
 def _polygons_or_none(instances: list[Instance | None]) -> list[Instance | None] | None:
     return instances if any(p is not None for p in instances) else None
 
@@ -145,7 +150,7 @@ def copy_paste(s: Sample, rng: np.random.Generator, prob: float, ioa_thresh: flo
         return s
     h, w = s.image.shape[:2]
     boxes = s.boxes.reshape(-1, 4)
-    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    flipped = _flip_boxes(boxes, w)
     iw = (np.minimum(flipped[:, None, 2], boxes[:, 2]) - np.maximum(flipped[:, None, 0], boxes[:, 0])).clip(0)
     ih = (np.minimum(flipped[:, None, 3], boxes[:, 3]) - np.maximum(flipped[:, None, 1], boxes[:, 1])).clip(0)
     ioa = iw * ih / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + 1e-7)
@@ -272,7 +277,7 @@ def hflip(s: Sample, rng: np.random.Generator, p: float = 0.5) -> Sample:
         return s
     w = s.image.shape[1]
     boxes = s.boxes.reshape(-1, 4)
-    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    flipped = _flip_boxes(boxes, w)
     return Sample(np.ascontiguousarray(s.image[:, ::-1]), flipped.astype(np.float32), s.labels, s.texts)
 
 
