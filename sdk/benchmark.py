@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, check_can_create
 from .backends.base import RuntimeOptions
 from .detector import Detector
 from .images import expand_sources, load
@@ -265,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--batch, --repeats and --count must be >= 1 and --warmup >= 0")
     runtime = RuntimeOptions(intra_op_threads=args.threads, io_binding=True if args.io_binding else None,
                              cuda_graphs=args.cuda_graphs, half=args.half)
+    try:
+        check_can_create(args.out.parent)  # before the measurements, not after
+    except OSError as e:
+        p.error(str(e))
     report = run(args.models, args.batch, args.device, args.images, args.count, args.warmup, args.repeats,
                  args.classes, args.imgsz, runtime)
     print(markdown(report))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, check_can_create, staged_dir
 from .backends.base import RuntimeOptions
 from .errors import YoloWorldError
 
@@ -39,16 +39,16 @@ def predict_main(argv: list[str] | None = None) -> int:
     args = predict_parser().parse_args(argv)
     try:
         return run_predict(args)
-    except (YoloWorldError, NotImplementedError, ValueError) as e:
+    except (YoloWorldError, NotImplementedError, ValueError, OSError) as e:
         print(f"yoloworld-predict: error: {e}", file=sys.stderr)
         return 2
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """Everything is written into a staging folder that becomes ``--out``'s content only when the whole
+    run succeeded: a failed run leaves no ``--out`` folder and no half of its files."""
     from .detector import Detector
-    from .images import VIDEO_SUFFIXES, expand_sources, read_image
+    from .images import VIDEO_SUFFIXES, expand_sources
 
     detector = Detector(args.weights, classes=args.classes, device=args.device, imgsz=args.imgsz,
                         conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
@@ -62,27 +62,38 @@ def run_predict(args: argparse.Namespace) -> int:
             raise YoloWorldError(f"video {video!r} does not exist")
         if (out / f"{Path(video).stem}.mp4").resolve() == Path(video).resolve():
             raise YoloWorldError(f"the annotated copy of {video!r} would overwrite it; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     records, total = [], 0
-    for video in videos:
-        frames, found = annotate_video(detector, video, out, args.batch_size, records)
-        print(f"{video}: {frames} frames, {found} detections -> {out / (Path(video).stem + '.mp4')}")
-        total += found
-    bar = tqdm(total=len(sources), unit="img", disable=len(sources) < 2)
-    for start in range(0, len(sources), args.batch_size):
-        chunk = sources[start:start + args.batch_size]
-        for source, det in zip(chunk, detector.predict(chunk, batch_size=args.batch_size), strict=True):
-            name = Path(source).name
-            cv2.imwrite(str(out / name), det.draw(read_image(source)))
-            records.append({"image": str(source), **det.to_dict(), "speed_ms": det.data["speed_ms"]})
-            total += len(det)
-        bar.update(len(chunk))
-    bar.close()
-    atomic_write_text(out / "predictions.json", json.dumps({"classes": detector.class_names, "results": records},
-                                                           indent=1))
+    with staged_dir(out) as stage:
+        for video in videos:
+            frames, found = annotate_video(detector, video, stage, args.batch_size, records)
+            print(f"{video}: {frames} frames, {found} detections -> {out / (Path(video).stem + '.mp4')}")
+            total += found
+        total += annotate_images(detector, sources, stage, args.batch_size, records)
+        atomic_write_text(stage / "predictions.json",
+                          json.dumps({"classes": detector.class_names, "results": records}, indent=1))
     print(f"{len(sources)} images, {len(videos)} videos, {total} detections -> {out}/ (annotated images and "
           f"videos, predictions.json)")
     return 0
+
+
+def annotate_images(detector, sources: list, out: Path, batch_size: int, records: list) -> int:
+    """``out/<name>`` with each image's detections drawn; appends one record per image. Returns the
+    number of detections."""
+    from tqdm import tqdm
+
+    from .images import read_image
+
+    total = 0
+    with tqdm(total=len(sources), unit="img", disable=len(sources) < 2) as bar:
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start:start + batch_size]
+            for source, det in zip(chunk, detector.predict(chunk, batch_size=batch_size), strict=True):
+                if not cv2.imwrite(str(out / Path(source).name), det.draw(read_image(source))):
+                    raise YoloWorldError(f"cannot write the annotated copy of {source} to {out}")
+                records.append({"image": str(source), **det.to_dict(), "speed_ms": det.data["speed_ms"]})
+                total += len(det)
+            bar.update(len(chunk))
+    return total
 
 
 def annotate_video(detector, video: str, out: Path, batch_size: int, records: list) -> tuple[int, int]:
@@ -146,6 +157,10 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluation import STAT_NAMES, coco_evaluate, evaluate_detector, validate_results
+
+    for target in (args.json, args.results_out):  # before the evaluation, not after
+        if target:
+            check_can_create(Path(target).parent)
 
     try:
         ann = json.loads(Path(args.ann).read_text(encoding="utf-8"))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sdk.atomic import atomic_write_text
+from sdk.atomic import atomic_path, atomic_write_text, check_can_create
 from sdk.errors import CheckpointError, YoloWorldError
 from sdk.model import STRIDES, YoloWorld, build_model, get_config, load_official_state_dict
 from sdk.model.checkpoint import load_checkpoint_with_meta, to_official_state_dict
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(args, demo=demo)
         explicit = {k for k, v in vars(args).items() if v is not None}
         return run(cfg, explicit, demo)
-    except (YoloWorldError, ValueError, FileNotFoundError) as e:
+    except (YoloWorldError, ValueError, OSError) as e:
         print(f"training.finetune: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
@@ -119,6 +119,8 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
     main_proc = rank == 0
     out = Path(cfg.output)
+    if main_proc:
+        check_can_create(out)  # before any work; the folder itself is made when training starts
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -324,7 +326,8 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
     b.set_title("validation (EMA weights)")
     b.legend()
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    with atomic_path(out / "curves.png") as tmp:  # rewritten every epoch: never a half-written plot
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
