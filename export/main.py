@@ -55,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace-gib", type=float, default=4.0, help="TensorRT builder workspace")
     p.add_argument("--cache-dir", help="TensorRT engine cache (reused when model, GPU, version, precision, "
                                        "profile match)")
+    p.add_argument("--verify-tolerance", type=float, default=1.0, metavar="K",
+                   help="scale the self-check's bounds (ONNX Runtime vs PyTorch, relative to the scores' logit "
+                        "scale and the box sizes) by K; the measured differences go into the manifest")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the self-check (a warning is printed and the manifest records it)")
     return p
 
 
@@ -67,21 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _write_model(proto: Any, manifest: Any, path: Path) -> None:
-    """Save ``proto`` with ``manifest`` in its metadata and sidecar, atomically."""
-    import onnx
-
-    from sdk.atomic import atomic_path
-    from sdk.manifest import MANIFEST_KEY, write_sidecar
-
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    write_sidecar(manifest, path)
-
-
 def run(args: argparse.Namespace) -> int:
+    """Validate, then export; a failure removes every file this run created (nothing half-made)."""
+    from sdk.atomic import removed_on_failure
+
+    out = Path(args.output)
+    onnx_path = out if args.engine == "onnx" else (out.with_suffix(".onnx") if args.engine == "trt"
+                                                   else out.parent / f"{out.name}.build.onnx")
+    reference = onnx_path.with_name(onnx_path.stem + ".fp32.onnx")
+    created = [onnx_path, reference, onnx_path.with_name(onnx_path.stem + ".raw.onnx")]
+    created += [Path(f"{p}.json") for p in created]
+    created += [out, out.with_suffix(".timing.cache"), onnx_path.with_name(onnx_path.stem + ".text_encoder.onnx")]
+    with removed_on_failure(*created):
+        return _run(args, out, onnx_path, reference)
+
+
+def _run(args: argparse.Namespace, out: Path, onnx_path: Path, reference: Path) -> int:
+    from sdk.atomic import check_can_create
     from sdk.backends.torch import encode_texts
     from sdk.errors import VocabularyError
     from sdk.manifest import NmsSettings, read_manifest
@@ -89,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from sdk.vocabulary import Vocabulary
 
     from .onnx_export import export_onnx, file_sha256
+    from .verify import DEFAULT_TOLERANCE
 
     t0 = time.perf_counter()
-    out = Path(args.output)
     form = args.output_form or ("trt_nms" if args.engine == "trt" else "raw")
     if args.engine == "onnx" and out.suffix.lower() != ".onnx":
         raise ValueError(f"--output {out}: expected a .onnx path for --engine onnx")
@@ -100,19 +107,20 @@ def run(args: argparse.Namespace) -> int:
     folder = out if args.engine == "triton" else out.parent
     if args.engine != "triton" and not folder.is_dir():
         raise ValueError(f"--output {out}: folder {folder} does not exist")
+    check_can_create(folder)  # before minutes of export work
     if args.engine == "trt":
         from .tensorrt import import_tensorrt
 
         import_tensorrt()  # fails fast, before any export work, with a clear message
     if args.precision == "int8" and not args.calib_images:
         raise ValueError("--precision int8 needs --calib-images DIR (representative images of your data)")
-    onnx_path = out if args.engine == "onnx" else (out.with_suffix(".onnx") if args.engine == "trt"
-                                                   else out.parent / f"{out.name}.build.onnx")
+    tolerance = None if args.no_verify else DEFAULT_TOLERANCE.scaled(args.verify_tolerance)
     model, meta = load_checkpoint_with_meta(args.weights)
     source = file_sha256(args.weights)
     nms = NmsSettings(args.conf, args.iou, args.max_det, args.agnostic)
     common: dict[str, Any] = dict(imgsz=args.imgsz, opset=args.opset, dynamic_batch=not args.static_batch,
-                                  max_batch=args.batch, simplify=not args.no_simplify, source_sha256=source, nms=nms)
+                                  max_batch=args.batch, simplify=not args.no_simplify, source_sha256=source, nms=nms,
+                                  tolerance=tolerance)
     if args.open_vocab:
         if args.precision != "fp32" or form != "raw":
             raise ValueError("--open-vocab exports fp32 and the raw output form only")
@@ -128,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
         if args.precision == "fp32":
             export_onnx(model, vocab, emb, onnx_path, output_form=form, **common)
         else:
-            reference = onnx_path.with_name(onnx_path.stem + ".fp32.onnx")
             export_onnx(model, vocab, emb, reference, output_form="raw", **common)
             _convert_precision(args, reference, onnx_path, form, nms)
     if args.engine == "trt":
@@ -157,8 +164,9 @@ def _convert_precision(args: argparse.Namespace, reference: Path, dst: Path, for
     from sdk.manifest import read_manifest
 
     from .nms_graph import append_nms
-    from .onnx_export import check_images
+    from .onnx_export import save_onnx
     from .precision import agreement, convert_fp16, copy_manifest, quantize_int8
+    from .verify import check_images
 
     raw = dst if form == "raw" else dst.with_name(dst.stem + ".raw.onnx")
     if args.precision == "fp16":
@@ -181,7 +189,7 @@ def _convert_precision(args: argparse.Namespace, reference: Path, dst: Path, for
         proto = append_nms(onnx.load(str(raw)), nms, form)
         manifest = dataclasses.replace(manifest, output_form=form,
                                        output_names=tuple(o.name for o in proto.graph.output))
-        _write_model(proto, manifest, dst)
+        save_onnx(proto, manifest, dst)
         raw.unlink()
         Path(f"{raw}.json").unlink(missing_ok=True)
 

@@ -41,7 +41,7 @@ from sdk.manifest import NmsSettings
 from sdk.postprocess import postprocess_image
 from sdk.preprocess import LetterboxInfo
 
-from .onnx_export import BOX_ATOL_PX, SCORE_ATOL, ExportError, check_images
+from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require
 
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 RAW_OUTPUTS = ("scores", "boxes")
@@ -159,16 +159,16 @@ def append_trt_efficient_nms(model: onnx.ModelProto, nms: NmsSettings) -> onnx.M
     return out
 
 
-def verify_nms_onnx(model: onnx.ModelProto, deploy, imgsz: int, batches: tuple[int, ...], nms: NmsSettings
-                    ) -> dict[int, tuple[float, float, list[int]]]:
+def verify_nms_onnx(model: onnx.ModelProto, deploy, imgsz: int, batches: tuple[int, ...], nms: NmsSettings,
+                    tolerance: Tolerance = DEFAULT_TOLERANCE) -> dict[int, tuple[Agreement, list[int]]]:
     """Check an ``nms``-form graph in ONNX Runtime (CPU) at each batch size.
 
     Runs ``model`` with its raw ``scores``/``boxes`` exposed as extra outputs: the raw tensors must
-    match PyTorch (``SCORE_ATOL`` / ``BOX_ATOL_PX``, as the raw form), and per image the padded
-    outputs must hold the same detections, as sets, as :func:`reference_detections` (the host
-    ``postprocess_image`` on those raw tensors at the same conf/iou/max_det/agnostic), with zeros and
-    class -1 past ``num_dets``. Returns ``{batch: (max |d score|, max |d box| px, detections per
-    image)}``; raises :class:`ExportError` on any disagreement.
+    match PyTorch within ``tolerance`` (as the raw form), and per image the padded outputs must hold
+    the same detections, as sets, as :func:`reference_detections` (the host ``postprocess_image`` on
+    those raw tensors at the same conf/iou/max_det/agnostic), with zeros and class -1 past
+    ``num_dets``. Returns ``{batch: (raw agreement, detections per image)}``; raises
+    :class:`ExportError` on any disagreement.
     """
     import onnxruntime as ort
     import torch
@@ -187,11 +187,8 @@ def verify_nms_onnx(model: onnx.ModelProto, deploy, imgsz: int, batches: tuple[i
         raw = dict(zip(names, session.run(names, {"images": x}), strict=True))
         with torch.no_grad():
             ref_s, ref_b = (t.numpy() for t in deploy(torch.from_numpy(x)))
-        ds = float(np.abs(raw["scores"] - ref_s).max())
-        db = float(np.abs(raw["boxes"] - ref_b).max())
-        if not (ds <= SCORE_ATOL and db <= BOX_ATOL_PX):
-            raise ExportError(f"ONNX Runtime disagrees with PyTorch at batch {bs}: max |d score| {ds:.3g} "
-                              f"(tolerance {SCORE_ATOL}), max |d box| {db:.3g} px (tolerance {BOX_ATOL_PX})")
+        agreement = require(compare_raw(raw["scores"], raw["boxes"], ref_s, ref_b, tolerance),
+                            f"ONNX Runtime vs PyTorch at batch {bs} ({bs} generated check images)")
         counts = []
         for b in range(bs):
             host = reference_detections(raw["scores"][b], raw["boxes"][b], nms, imgsz)
@@ -199,7 +196,7 @@ def verify_nms_onnx(model: onnx.ModelProto, deploy, imgsz: int, batches: tuple[i
             if problem:
                 raise ExportError(f"in-graph NMS disagrees with the host NMS at batch {bs}, image {b}: {problem}")
             counts.append(len(host[0]))
-        report[bs] = (ds, db, counts)
+        report[bs] = (agreement, counts)
     return report
 
 

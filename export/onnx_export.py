@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -14,21 +15,14 @@ import numpy as np
 import torch
 
 import sdk
-from sdk.errors import YoloWorldError
 from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, file_sha256, write_sidecar
 from sdk.model import YoloWorld
-from sdk.preprocess import preprocess
 from sdk.vocabulary import Vocabulary
 
 from .deploy import DeployModel
+from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require, skipped
 
-# ONNX Runtime (CPU, fp32) vs PyTorch on the same input: summation order only.
-SCORE_ATOL = 1e-4
-BOX_ATOL_PX = 1e-2
-
-
-class ExportError(YoloWorldError):
-    """The export failed or its self-check disagreed with PyTorch."""
+VERIFIED_ON = "ONNX Runtime (CPUExecutionProvider, float32) vs PyTorch (float32) on generated check images"
 
 
 def class_columns(vocab: Vocabulary) -> tuple[list[list[int]], int]:
@@ -45,23 +39,6 @@ def class_columns(vocab: Vocabulary) -> tuple[list[list[int]], int]:
 
 def embedding_sha256(emb: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(emb, dtype=np.float32).tobytes()).hexdigest()
-
-
-def check_images(imgsz: int, count: int = 4) -> np.ndarray:
-    """Real-looking letterboxed inputs (shapes on a textured background, varied aspect ratios)."""
-    import cv2
-
-    rs = np.random.RandomState(0)
-    images = []
-    for i in range(count):
-        h, w = (imgsz, imgsz) if i == 0 else (int(imgsz * rs.uniform(0.4, 1.2)), int(imgsz * rs.uniform(0.4, 1.2)))
-        img = cv2.GaussianBlur(rs.randint(60, 200, (h, w, 3)).astype(np.uint8), (9, 9), 0)
-        for _ in range(4):
-            c = tuple(int(v) for v in rs.randint(0, 255, 3))
-            x, y, r = int(rs.randint(0, w)), int(rs.randint(0, h)), int(rs.randint(8, max(9, min(h, w) // 4)))
-            cv2.circle(img, (x, y), r, c, -1) if rs.rand() < 0.5 else cv2.rectangle(img, (x, y), (x + r, y + r), c, -1)
-        images.append(img)
-    return preprocess(images, imgsz)[0]
 
 
 def simplify_and_check(proto: Any, simplify: bool, log: Any = print) -> Any:
@@ -89,9 +66,11 @@ def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndar
 def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, path: str | os.PathLike,
                 imgsz: int = 640, opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32,
                 simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
-                verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: str = "raw") -> Manifest:
-    """Write ``path`` and its ``.json`` sidecar atomically; check it with the ONNX checker and ONNX
-    Runtime against PyTorch at ``verify_batches``.
+                verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: str = "raw",
+                tolerance: Tolerance | None = DEFAULT_TOLERANCE) -> Manifest:
+    """Check the graph with ONNX Runtime against PyTorch at ``verify_batches`` under ``tolerance``
+    (``None``: skip, with a warning), then write ``path`` and its ``.json`` sidecar atomically. The
+    manifest records the measured differences (``extra["verification"]``).
 
     ``output_form``: ``"raw"`` (``scores``, ``boxes``), or NMS in the graph with ``nms``'s settings
     (``export.nms_graph``): ``"nms"`` (standard ONNX ops; verified against the host NMS on the same
@@ -107,26 +86,21 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     t0 = time.perf_counter()
     deploy = build_deploy_model(model.float().cpu().eval(), vocab, text_embeds, imgsz)
     log(f"folded {len(vocab.model_texts())} text embeddings into the head ({time.perf_counter() - t0:.1f} s)")
-    dummy = torch.zeros(1, 3, imgsz, imgsz)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
-            torch.onnx.export(deploy, (dummy,), str(raw_path), dynamo=False, opset_version=opset,
-                              input_names=["images"], output_names=["scores", "boxes"],
-                              dynamic_axes={n: {0: "batch"} for n in ("images", "scores", "boxes")}
-                              if dynamic_batch else None, do_constant_folding=True)
-        proto = onnx.load(str(raw_path))
-    log(f"exported ONNX opset {opset} ({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
-    proto = simplify_and_check(proto, simplify, log)
+    raw_proto = simplify_and_check(trace_deploy(deploy, imgsz, opset, dynamic_batch, log), simplify, log)
     nms = nms or NmsSettings()
-    raw_proto = proto
+    proto = raw_proto
     if output_form != "raw":
         from .nms_graph import append_nms
 
         proto = append_nms(raw_proto, nms, output_form)
         log(f"appended {output_form} (conf {nms.conf}, iou {nms.iou}, max_det {nms.max_det}, "
             f"agnostic {nms.agnostic}): {len(proto.graph.node)} nodes")
+    batches = verify_batches if dynamic_batch else (1,)
+    verification = verify_export(proto if output_form == "nms" else raw_proto, deploy, imgsz, batches, nms,
+                                 tolerance, log)
+    if output_form == "trt_nms":
+        log("EfficientNMS_TRT not run: ONNX Runtime cannot execute the TensorRT plugin; verified the raw "
+            "graph under it only (the NMS itself is checked when a TensorRT engine is built)")
     manifest = Manifest(
         class_names=vocab.names, prompts=[list(p) for p in vocab.prompts], prompt_merge=vocab.merge,
         embedding_sha256=embedding_sha256(text_embeds), imgsz=(imgsz, imgsz), output_form=output_form,
@@ -135,47 +109,76 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
         source_checkpoint_sha256=source_sha256, model=model.config.to_dict(),
         versions={"yoloworld_sdk": sdk.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                   "opset": str(opset)},
-        extra={"pad_prompt": vocab.pad_prompt})
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
-    proto.producer_name = "yoloworld-sdk"
-    onnx.checker.check_model(proto)
-    from sdk.atomic import atomic_path
-
-    batches = verify_batches if dynamic_batch else (1,)
-    with atomic_path(path) as tmp_path:
-        if output_form == "nms":
-            from .nms_graph import verify_nms_onnx
-
-            onnx.save(proto, str(tmp_path))
-            report = verify_nms_onnx(proto, deploy, imgsz, batches, nms)
-            diffs = {bs: (ds, db) for bs, (ds, db, _) in report.items()}
-        else:  # raw, or trt_nms: ONNX Runtime runs the raw graph under the plugin node
-            onnx.save(raw_proto, str(tmp_path))
-            diffs = verify_onnx(tmp_path, deploy, imgsz, batches)
-            report = {}
-            if output_form == "trt_nms":
-                onnx.save(proto, str(tmp_path))
-    write_sidecar(manifest, path)
-    for bs, (ds, db) in diffs.items():
-        log(f"check batch {bs}: ONNX Runtime vs PyTorch max |d score| {ds:.2e}, max |d box| {db:.2e} px")
-        if bs in report:
-            log(f"check batch {bs}: in-graph NMS == host NMS, detections per image {report[bs][2]}")
-    if output_form == "trt_nms":
-        log("EfficientNMS_TRT not run: ONNX Runtime cannot execute the TensorRT plugin; verified the raw "
-            "graph under it only (the NMS itself is checked when a TensorRT engine is built)")
+        extra={"pad_prompt": vocab.pad_prompt, "verification": verification})
+    save_onnx(proto, manifest, path)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json in "
         f"{time.perf_counter() - t0:.1f} s")
     return manifest
 
 
-def verify_onnx(path: str | os.PathLike, deploy: DeployModel, imgsz: int, batches: tuple[int, ...]
-                ) -> dict[int, tuple[float, float]]:
-    """Max |score| and |box| differences ONNX Runtime (CPU) vs PyTorch per batch size; raises
-    :class:`ExportError` beyond ``SCORE_ATOL`` / ``BOX_ATOL_PX``."""
+def trace_deploy(deploy: DeployModel, imgsz: int, opset: int, dynamic_batch: bool, log: Any = print) -> Any:
+    """``torch.onnx.export`` (TorchScript tracer) of ``deploy`` -> an ``onnx.ModelProto`` with input
+    ``images`` and outputs ``scores``, ``boxes`` (batch axis dynamic if ``dynamic_batch``)."""
+    import onnx
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
+            torch.onnx.export(deploy, (torch.zeros(1, 3, imgsz, imgsz),), str(raw_path), dynamo=False,
+                              opset_version=opset, input_names=["images"], output_names=["scores", "boxes"],
+                              dynamic_axes={n: {0: "batch"} for n in ("images", "scores", "boxes")}
+                              if dynamic_batch else None, do_constant_folding=True)
+        proto = onnx.load(str(raw_path))
+    log(f"exported ONNX opset {opset} ({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
+    return proto
+
+
+def save_onnx(proto: Any, manifest: Manifest, path: str | os.PathLike) -> None:
+    """``manifest`` into ``proto``'s metadata, the ONNX checker, then ``path`` and its sidecar, atomically."""
+    import onnx
+
+    from sdk.atomic import atomic_path
+
+    del proto.metadata_props[:]
+    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
+    proto.producer_name = "yoloworld-sdk"
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    write_sidecar(manifest, path)
+
+
+def verify_export(proto: Any, deploy: DeployModel, imgsz: int, batches: tuple[int, ...], nms: NmsSettings,
+                  tolerance: Tolerance | None, log: Any = print) -> dict[str, Any]:
+    """The self-check of a raw or ``nms``-form graph (see :func:`verify_onnx`,
+    ``export.nms_graph.verify_nms_onnx``), logged; returns the manifest's record of it."""
+    if tolerance is None:
+        return skipped(log)
+    record: dict[str, Any] = {"compared": VERIFIED_ON, "tolerance": dataclasses.asdict(tolerance)}
+    if any(o.name == "num_dets" for o in proto.graph.output):
+        from .nms_graph import verify_nms_onnx
+
+        for bs, (agreement, counts) in verify_nms_onnx(proto, deploy, imgsz, batches, nms, tolerance).items():
+            log(f"check batch {bs}: ONNX Runtime vs PyTorch {agreement.summary()}")
+            log(f"check batch {bs}: in-graph NMS == host NMS, detections per image {counts}")
+            record[f"batch_{bs}"] = {**agreement.to_dict(), "detections": counts}
+    else:
+        for bs, agreement in verify_onnx(proto, deploy, imgsz, batches, tolerance).items():
+            log(f"check batch {bs}: ONNX Runtime vs PyTorch {agreement.summary()}")
+            record[f"batch_{bs}"] = agreement.to_dict()
+    return record
+
+
+def verify_onnx(model: Any, deploy: DeployModel, imgsz: int, batches: tuple[int, ...],
+                tolerance: Tolerance = DEFAULT_TOLERANCE) -> dict[int, Agreement]:
+    """ONNX Runtime (CPU) on ``model`` (a path or an ``onnx.ModelProto`` of the raw form) vs PyTorch's
+    ``deploy`` per batch size on :func:`check_images`; raises :class:`ExportError` beyond ``tolerance``."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     images = check_images(imgsz, max(batches))
     out = {}
     for bs in batches:
@@ -183,13 +186,10 @@ def verify_onnx(path: str | os.PathLike, deploy: DeployModel, imgsz: int, batche
         scores, boxes = session.run(["scores", "boxes"], {"images": x})
         with torch.no_grad():
             ref_s, ref_b = (t.numpy() for t in deploy(torch.from_numpy(x)))
-        ds, db = float(np.abs(scores - ref_s).max()), float(np.abs(boxes - ref_b).max())
-        out[bs] = (ds, db)
-        if not (ds <= SCORE_ATOL and db <= BOX_ATOL_PX):
-            raise ExportError(f"ONNX Runtime disagrees with PyTorch at batch {bs}: max |d score| {ds:.3g} "
-                              f"(tolerance {SCORE_ATOL}), max |d box| {db:.3g} px (tolerance {BOX_ATOL_PX})")
+        out[bs] = require(compare_raw(scores, boxes, ref_s, ref_b, tolerance),
+                          f"ONNX Runtime vs PyTorch at batch {bs} ({bs} generated check images)")
     return out
 
 
-__all__ = ["ExportError", "build_deploy_model", "check_images", "class_columns", "embedding_sha256",
-           "export_onnx", "file_sha256", "verify_onnx"]
+__all__ = ["ExportError", "Tolerance", "build_deploy_model", "check_images", "class_columns", "embedding_sha256",
+           "export_onnx", "file_sha256", "save_onnx", "trace_deploy", "verify_export", "verify_onnx"]

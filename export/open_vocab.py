@@ -24,6 +24,7 @@ vocabulary are written beside it, and the manifest names both (``extra["text_enc
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import tempfile
@@ -38,8 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import sdk
-from sdk.atomic import atomic_path
-from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, write_sidecar
+from sdk.atomic import removed_on_failure
+from sdk.manifest import Manifest, NmsSettings
 from sdk.model import YoloWorld
 from sdk.model.blocks import MaxSigmoidAttnBlock, TextCSPLayer
 from sdk.model.folded import fuse_conv_bn
@@ -47,8 +48,9 @@ from sdk.model.yoloworld import HeadOutputs
 from sdk.tokenizer import VOCAB_FILE
 
 from .deploy import DeployModel
-from .onnx_export import BOX_ATOL_PX, SCORE_ATOL, ExportError, check_images, file_sha256, simplify_and_check
+from .onnx_export import VERIFIED_ON, file_sha256, save_onnx, simplify_and_check
 from .text_encoder import export_text_encoder
+from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require, skipped
 
 TEXT_INPUTS = ("text_embeds", "text_mask")
 # prompts the self-check encodes (with the checkpoint's own text encoder)
@@ -150,33 +152,33 @@ def check_texts(model: YoloWorld, capacity: int) -> list[tuple[np.ndarray, np.nd
 
 
 def check_against_model(model: YoloWorld, deploy: OpenVocabDeployModel, images: np.ndarray,
-                        texts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-    """The masked wrapper (PyTorch) vs ``model(images, text_embeds[mask])`` decoded: max |score| and
-    |box| differences over the slots in use; raises :class:`ExportError` beyond the export tolerances
-    (BatchNorm fusion and the MatMul form only change the rounding)."""
+                        texts: list[tuple[np.ndarray, np.ndarray]], tolerance: Tolerance = DEFAULT_TOLERANCE
+                        ) -> list[Agreement]:
+    """The masked wrapper (PyTorch) vs ``model(images, text_embeds[mask])`` decoded, over the slots in
+    use, per vocabulary; raises :class:`ExportError` beyond ``tolerance`` (BatchNorm fusion and the
+    MatMul form only change the rounding)."""
     from sdk.postprocess import decode_head_outputs
 
-    worst_s = worst_b = 0.0
     x = torch.from_numpy(images)
+    out = []
     with torch.no_grad():
-        for emb, mask in texts:
+        for v, (emb, mask) in enumerate(texts):
             used = mask > 0.5
-            out = model(x, torch.from_numpy(emb[used]))
-            ref_s, ref_b = decode_head_outputs([t.numpy() for t in out.cls_logits], [t.numpy() for t in out.box_dists])
+            head = model(x, torch.from_numpy(emb[used]))
+            ref_s, ref_b = decode_head_outputs([t.numpy() for t in head.cls_logits],
+                                               [t.numpy() for t in head.box_dists])
             scores, boxes = (t.numpy() for t in deploy(x, torch.from_numpy(emb), torch.from_numpy(mask)))
-            worst_s = max(worst_s, float(np.abs(scores[..., used] - ref_s).max()))
-            worst_b = max(worst_b, float(np.abs(boxes - ref_b).max()))
-    if not (worst_s <= SCORE_ATOL and worst_b <= BOX_ATOL_PX):
-        raise ExportError(f"the open-vocabulary graph disagrees with the model: max |d score| {worst_s:.3g} "
-                          f"(tolerance {SCORE_ATOL}), max |d box| {worst_b:.3g} px (tolerance {BOX_ATOL_PX})")
-    return worst_s, worst_b
+            out.append(require(compare_raw(scores[..., used], boxes, ref_s, ref_b, tolerance),
+                               f"the open-vocabulary graph (PyTorch) vs the model on the slots in use "
+                               f"(vocabulary {v}, {len(images)} generated check images)"))
+    return out
 
 
 def verify_open_vocab(path: str | os.PathLike, deploy: OpenVocabDeployModel, imgsz: int,
-                      texts: list[tuple[np.ndarray, np.ndarray]], batches: tuple[int, ...]
-                      ) -> dict[tuple[int, int], tuple[float, float]]:
-    """Max |score| and |box| differences ONNX Runtime (CPU) vs PyTorch per (vocabulary, batch); raises
-    :class:`ExportError` beyond ``SCORE_ATOL`` / ``BOX_ATOL_PX`` or if a padded slot scores above 0."""
+                      texts: list[tuple[np.ndarray, np.ndarray]], batches: tuple[int, ...],
+                      tolerance: Tolerance = DEFAULT_TOLERANCE) -> dict[tuple[int, int], Agreement]:
+    """ONNX Runtime (CPU) vs PyTorch per (vocabulary, batch); raises :class:`ExportError` beyond
+    ``tolerance`` or if a padded slot scores above 0."""
     import onnxruntime as ort
 
     images = check_images(imgsz, max(batches))
@@ -192,11 +194,8 @@ def verify_open_vocab(path: str | os.PathLike, deploy: OpenVocabDeployModel, img
         emb, mask = texts[v]
         scores, boxes = session.run(["scores", "boxes"], {"images": images[:bs], "text_embeds": emb,
                                                           "text_mask": mask})
-        ds, db = float(np.abs(scores - ref_s).max()), float(np.abs(boxes - ref_b).max())
-        out[v, bs] = (ds, db)
-        if not (ds <= SCORE_ATOL and db <= BOX_ATOL_PX):
-            raise ExportError(f"ONNX Runtime disagrees with PyTorch (vocabulary {v}, batch {bs}): max |d score| "
-                              f"{ds:.3g} (tolerance {SCORE_ATOL}), max |d box| {db:.3g} px (tolerance {BOX_ATOL_PX})")
+        out[v, bs] = require(compare_raw(scores, boxes, ref_s, ref_b, tolerance),
+                             f"ONNX Runtime vs PyTorch (vocabulary {v}, batch {bs}, generated check images)")
         if np.any(scores[..., mask < 0.5] != 0):
             raise ExportError("a padded vocabulary slot has a non-zero score")
     return out
@@ -205,12 +204,12 @@ def verify_open_vocab(path: str | os.PathLike, deploy: OpenVocabDeployModel, img
 def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, imgsz: int = 640,
                       opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32, fuse_bn: bool = True,
                       simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
-                      verify_batches: tuple[int, ...] = (1, 2), log: Any = print) -> Manifest:
+                      verify_batches: tuple[int, ...] = (1, 2), log: Any = print,
+                      tolerance: Tolerance | None = DEFAULT_TOLERANCE) -> Manifest:
     """Write the open-vocabulary detector ``path`` (see the module docstring) with its ``.json``
     sidecar, ``<stem>.text_encoder.onnx`` and the BPE vocabulary beside it, atomically; check both
-    graphs against PyTorch with ONNX Runtime."""
-    import onnx
-
+    graphs against PyTorch with ONNX Runtime under ``tolerance`` (``None``: skip, with a warning) and
+    record the measured differences in the manifest. A failed export leaves none of the files."""
     if imgsz % 32:
         raise ExportError(f"imgsz must be a multiple of 32, got {imgsz}")
     if capacity < 1:
@@ -222,10 +221,31 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
     te_path = text_encoder_path(path)
     t0 = time.perf_counter()
     model = model.float().cpu().eval()
-    export_text_encoder(model.text_encoder, te_path, opset=opset, simplify=simplify, log=log)
-    deploy = OpenVocabDeployModel(model, imgsz, fuse_bn).eval()
-    d = model.config.text_channels
-    dummy = (torch.zeros(1, 3, imgsz, imgsz), torch.zeros(capacity, d), torch.ones(capacity))
+    with removed_on_failure(te_path, path.parent / VOCAB_FILE):
+        text_check = export_text_encoder(model.text_encoder, te_path, opset=opset, simplify=simplify, log=log,
+                                         tolerance=tolerance)
+        deploy = OpenVocabDeployModel(model, imgsz, fuse_bn).eval()
+        proto = _trace(deploy, imgsz, capacity, model.config.text_channels, opset, dynamic_batch)
+        log(f"exported the open-vocabulary detector, ONNX opset {opset}, capacity {capacity} "
+            f"({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
+        proto = simplify_and_check(proto, simplify, log)
+        verification = _verify(proto, model, deploy, imgsz, capacity, verify_batches if dynamic_batch else (1,),
+                               tolerance, log)
+        if text_check is not None:
+            verification["text_encoder_max_abs_diff"] = text_check
+        manifest = _manifest(model, te_path, capacity, imgsz, opset, dynamic_batch, max_batch, source_sha256, nms,
+                             verification)
+        save_onnx(proto, manifest, path)
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), {path.name}.json, {te_path.name} and {VOCAB_FILE} "
+        f"in {time.perf_counter() - t0:.1f} s")
+    return manifest
+
+
+def _trace(deploy: OpenVocabDeployModel, imgsz: int, capacity: int, dim: int, opset: int, dynamic_batch: bool
+           ) -> Any:
+    import onnx
+
+    dummy = (torch.zeros(1, 3, imgsz, imgsz), torch.zeros(capacity, dim), torch.ones(capacity))
     names_in, names_out = ["images", *TEXT_INPUTS], ["scores", "boxes"]
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
@@ -235,11 +255,36 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
                               input_names=names_in, output_names=names_out,
                               dynamic_axes={n: {0: "batch"} for n in ("images", *names_out)}
                               if dynamic_batch else None, do_constant_folding=True)
-        proto = onnx.load(str(raw_path))
-    log(f"exported the open-vocabulary detector, ONNX opset {opset}, capacity {capacity} "
-        f"({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
-    proto = simplify_and_check(proto, simplify, log)
-    manifest = Manifest(
+        return onnx.load(str(raw_path))
+
+
+def _verify(proto: Any, model: YoloWorld, deploy: OpenVocabDeployModel, imgsz: int, capacity: int,
+            batches: tuple[int, ...], tolerance: Tolerance | None, log: Any) -> dict[str, Any]:
+    """Both checks (masked graph vs the model, ONNX Runtime vs PyTorch), logged; the manifest record."""
+    if tolerance is None:
+        return skipped(log)
+    texts = check_texts(model, capacity)
+    (masked,) = check_against_model(model, deploy, check_images(imgsz, 2), texts[:1], tolerance)
+    log(f"check: masked graph (PyTorch) vs the model on the slots in use: {masked.summary()}")
+    record: dict[str, Any] = {"compared": VERIFIED_ON, "tolerance": dataclasses.asdict(tolerance),
+                              "masked_vs_model": masked.to_dict()}
+    with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime loads it from a file: the graph may be large
+        onnx_path = Path(tmp) / "check.onnx"
+        import onnx
+
+        onnx.save(proto, str(onnx_path))
+        for (v, bs), agreement in verify_open_vocab(onnx_path, deploy, imgsz, texts, batches, tolerance).items():
+            log(f"check vocabulary {v} batch {bs}: ONNX Runtime vs PyTorch {agreement.summary()}")
+            record[f"vocabulary_{v}_batch_{bs}"] = agreement.to_dict()
+    return record
+
+
+def _manifest(model: YoloWorld, te_path: Path, capacity: int, imgsz: int, opset: int, dynamic_batch: bool,
+              max_batch: int, source_sha256: str, nms: NmsSettings | None, verification: dict[str, Any]
+              ) -> Manifest:
+    import onnx
+
+    return Manifest(
         class_names=[], prompts=[], prompt_merge="first", embedding_sha256="", imgsz=(imgsz, imgsz),
         output_form="raw", nms=nms or NmsSettings(), dynamic_batch=dynamic_batch,
         max_batch=max_batch if dynamic_batch else 1, open_vocabulary=True, vocab_capacity=capacity,
@@ -248,26 +293,9 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
                   "opset": str(opset)},
         extra={"text_encoder": te_path.name, "tokenizer_vocab": VOCAB_FILE,
                "text_encoder_sha256": file_sha256(te_path), "text_inputs": list(TEXT_INPUTS),
-               "text_mask": "float32 (capacity,): 1 = slot in use, 0 = padding", "embed_dim": d,
-               "context_length": model.text_encoder.config.context_length})
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
-    proto.producer_name = "yoloworld-sdk"
-    onnx.checker.check_model(proto)
-    texts = check_texts(model, capacity)
-    ds, db = check_against_model(model, deploy, check_images(imgsz, 2), texts[:1])  # the masked vocabulary
-    log(f"check: masked graph (PyTorch) vs the model on the slots in use: max |d score| {ds:.2e}, "
-        f"max |d box| {db:.2e} px")
-    with atomic_path(path) as tmp_path:
-        onnx.save(proto, str(tmp_path))
-        diffs = verify_open_vocab(tmp_path, deploy, imgsz, texts, verify_batches if dynamic_batch else (1,))
-    write_sidecar(manifest, path)
-    for (v, bs), (ds, db) in diffs.items():
-        log(f"check vocabulary {v} batch {bs}: ONNX Runtime vs PyTorch max |d score| {ds:.2e}, "
-            f"max |d box| {db:.2e} px")
-    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), {path.name}.json, {te_path.name} and {VOCAB_FILE} "
-        f"in {time.perf_counter() - t0:.1f} s")
-    return manifest
+               "text_mask": "float32 (capacity,): 1 = slot in use, 0 = padding",
+               "embed_dim": model.config.text_channels, "context_length": model.text_encoder.config.context_length,
+               "verification": verification})
 
 
 __all__ = ["CHECK_PROMPTS", "TEXT_INPUTS", "MaskedYoloWorld", "OpenVocabDeployModel", "check_against_model",
