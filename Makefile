@@ -18,6 +18,7 @@ test: $(VENV)/.installed
 	-PYTHON=$(PY) bash cpp_samples/scripts/setup_deps.sh  # C++ sample deps; never fails (tests skip)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+	$(PY) tests/rerun_numeric.py  # the numerically sensitive tests again under AVX2 kernels and one thread
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_torch_cpu.py

@@ -26,6 +26,8 @@ from sdk.nms import batched_nms
 from sdk.postprocess import decode_head_outputs, postprocess_image, unpack_nms_outputs
 from sdk.preprocess import letterbox, letterbox_geometry, preprocess
 
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
+
 ROOT = Path(__file__).resolve().parents[2]
 CPP = ROOT / "cpp_samples"
 SETUP_HINT = "run `bash cpp_samples/scripts/setup_deps.sh` (make test does)"

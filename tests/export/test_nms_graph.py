@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto
-from parity import assert_same_detections, match_detections
+from parity import match_detections
 
 from export.nms_graph import (
     CLASS_PAD,
@@ -27,6 +27,8 @@ from sdk.model import load_checkpoint
 from sdk.postprocess import postprocess_image, unpack_nms_outputs
 from sdk.preprocess import preprocess
 from sdk.vocabulary import Vocabulary
+
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
 CLASSES = ["person", "red car", "a dog"]
 IMGSZ = 160
@@ -103,30 +105,30 @@ def test_onnx_nms_equals_raw_plus_host_nms(exported, images, agnostic):
         out = _run(graph, batch)
         _check_padded(out, nms)
         counts += _assert_same_as_host(out, _run(raw, batch), infos, nms)
-    # measured: class-aware [47, 31, 84, 118], agnostic [18, 12, 32, 49] detections per image
-    assert counts == ([18, 12, 32, 49] if agnostic else [47, 31, 84, 118])
+    # not vacuous: dozens of detections per image (about 50-120 class-aware, 10-50 agnostic here;
+    # the exact counts depend on the CPU's float kernels, so the host computes them above)
+    assert min(counts) >= 10, counts
 
 
 def test_no_detections_in_some_or_all_images(exported, images):
     raw = _session(exported.paths["raw"])
     batch, infos = preprocess(images[:3], IMGSZ)
-    best = _run(raw, batch)["scores"].max(axis=(1, 2))  # measured 0.993, 0.965, 1.0
-    assert best[1] < 0.98 < best[0] and best[2] > 0.98
-    for conf, batch_infos, expected in ((0.98, (batch, infos), [1, 0, 36]),  # image 1 has none
-                                        (0.995, (batch[:2], infos[:2]), [0, 0])):  # none at all
+    best = _run(raw, batch)["scores"].max(axis=(1, 2))  # measured 0.993, 0.965, 1.0: far from 0.98, 0.995
+    assert best[1] < 0.98 < best[0] < 0.995 and best[2] > 0.98
+    for conf, b, inf in ((0.98, batch, infos), (0.995, batch[:2], infos[:2])):
         nms = NmsSettings(conf, IOU, 300)
-        b, inf = batch_infos
         out = _run(_session(append_onnx_nms(exported.raw_proto, nms)), b)
         _check_padded(out, nms)
-        assert out["num_dets"][:, 0].tolist() == expected
-        assert _assert_same_as_host(out, _run(raw, b), inf, nms) == expected
+        counts = _assert_same_as_host(out, _run(raw, b), inf, nms)
+        # 0.98: image 1 has none, the others some; 0.995: none at all
+        assert (counts[0] > 0 and counts[1] == 0 and counts[2] > 0) if conf == 0.98 else counts == [0, 0]
     assert np.all(out["det_boxes"] == 0) and np.all(out["det_scores"] == 0) and np.all(out["det_classes"] == -1)
 
 
 def test_max_det_truncation_keeps_the_best(exported, images):
     batch, infos = preprocess(images, IMGSZ)
     raw = _run(_session(exported.paths["raw"]), batch)
-    full = _run(_session(exported.paths["nms"]), batch)  # max_det 300: 47, 31, 84, 118 per image
+    full = _run(_session(exported.paths["nms"]), batch)  # max_det 300: dozens to ~120 per image
     for max_det in (5, 1):
         nms = NmsSettings(CONF, IOU, max_det)
         out = _run(_session(append_onnx_nms(exported.raw_proto, nms)), batch)
@@ -146,18 +148,20 @@ def test_max_det_truncation_keeps_the_best(exported, images):
 
 def test_detector_on_nms_artifact_equals_raw_artifact(exported, images):
     raw_path, nms_path = exported.paths["raw"], exported.paths["nms"]
+    # both artifacts run the same raw graph on the same batches: bit-equal raw tensors, so the graph's
+    # NMS must give exactly the host's detections
     got = Detector(nms_path, conf=CONF, iou=IOU).predict(images, batch_size=3)
     ref = Detector(raw_path, conf=CONF, iou=IOU).predict(images, batch_size=3)
-    assert [len(r) for r in ref] == [47, 31, 84, 118]
+    assert min(len(r) for r in ref) >= 10
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+        _assert_same_set(a, b)
         assert np.all(a.xyxy[:, 2] <= a.data["image_hw"][1]) and np.all(a.xyxy >= 0)  # clipped as the host
     # a higher conf at predict time tightens what the graph kept; equals the host at that conf
-    got = Detector(nms_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
-    ref = Detector(raw_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
-    assert [len(r) for r in ref] == [len(r) for r in got] == [15, 6, 55, 114]
-    for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+    high = Detector(nms_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
+    high_ref = Detector(raw_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
+    assert sum(len(r) for r in high_ref) > 20 and all(len(h) < len(r) for h, r in zip(high_ref, ref, strict=True))
+    for a, b in zip(high, high_ref, strict=True):
+        _assert_same_set(a, b)
     # agnostic artifact (appended here, manifest adjusted) vs the raw artifact with agnostic NMS
     nms = dataclasses.replace(SETTINGS, agnostic=True)
     proto = append_onnx_nms(exported.raw_proto, nms)
@@ -168,10 +172,17 @@ def test_detector_on_nms_artifact_equals_raw_artifact(exported, images):
     onnx.save(proto, str(agn_path))
     write_sidecar(manifest, agn_path)
     got = Detector(agn_path, conf=CONF).predict(images, batch_size=3)
-    ref = Detector(raw_path, conf=CONF, iou=IOU, agnostic=True).predict(images, batch_size=3)
-    assert [len(r) for r in ref] == [18, 12, 32, 49]
-    for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+    agn_ref = Detector(raw_path, conf=CONF, iou=IOU, agnostic=True).predict(images, batch_size=3)
+    assert all(0 < len(x) < len(r) for x, r in zip(agn_ref, ref, strict=True))  # agnostic suppresses more
+    for a, b in zip(got, agn_ref, strict=True):
+        _assert_same_set(a, b)
+
+
+def _assert_same_set(a, b) -> None:
+    """Graph NMS vs host NMS on bit-equal raw tensors: the same detections (boxes to 1e-4 px: both
+    un-letterbox in float32; the order may differ only among tied scores)."""
+    assert len(a) == len(b)
+    assert match_detections(a.xyxy, a.confidence, a.class_id, b.xyxy, b.confidence, b.class_id, 1e-4, 1e-6) == len(b)
 
 
 def test_export_manifest_and_log(exported):
@@ -194,10 +205,11 @@ def test_export_manifest_and_log(exported):
 def test_export_verification_catches_a_wrong_nms(exported):
     deploy = build_deploy_model(exported.model, exported.vocab, exported.emb, IMGSZ)
     report = verify_nms_onnx(append_onnx_nms(exported.raw_proto, SETTINGS), deploy, IMGSZ, (2,), SETTINGS)
-    assert report[2][2] == [59, 60]  # detections on export's check images
+    class_aware = report[2][1]  # detections on export's check images (about 60 each)
+    assert len(class_aware) == 2 and min(class_aware) >= 10
     agnostic = dataclasses.replace(SETTINGS, agnostic=True)
     report = verify_nms_onnx(append_onnx_nms(exported.raw_proto, agnostic), deploy, IMGSZ, (1,), agnostic)
-    assert report[1][2] == [26]
+    assert 0 < report[1][1][0] < class_aware[0]  # agnostic suppresses across classes too
     wrong = append_onnx_nms(exported.raw_proto, dataclasses.replace(SETTINGS, iou=0.3))
     with pytest.raises(ExportError, match="in-graph NMS disagrees with the host NMS"):
         verify_nms_onnx(wrong, deploy, IMGSZ, (1,), SETTINGS)

@@ -6,7 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from parity import assert_same_detections
+from parity import (
+    FP16_BOX_ATOL,
+    FP16_SCORE_ATOL,
+    RANDOM_BOX_ATOL,
+    RANDOM_SCORE_ATOL,
+    TRAINED_BOX_ATOL,
+    TRAINED_SCORE_ATOL,
+    assert_same_detections,
+)
 
 from export.main import main as export_main
 from export.onnx_export import export_onnx
@@ -15,6 +23,8 @@ from sdk.backends.torch import encode_texts
 from sdk.manifest import read_manifest, sidecar_path
 from sdk.model import load_checkpoint
 from sdk.vocabulary import Vocabulary
+
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
 CLASSES = ["person", "red car", "a dog"]
 
@@ -33,18 +43,17 @@ def test_onnx_runtime_equals_pytorch_on_trained_weights(trained_tiny, images, tm
     export(ckpt, path, classes=["red circle", "green square", "blue triangle", "yellow star"], verify_batches=(1, 3))
     got = Detector(path, conf=0.01).predict(val_images + images, batch_size=3)
     ref = Detector(ckpt, imgsz=160, conf=0.01).predict(val_images + images, batch_size=3)
-    assert sum(len(r) for r in ref) > 5
+    assert sum((r.confidence > 0.1).sum() for r in ref[:4]) >= 4  # the shapes are found, not only noise
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5)
+        c = assert_same_detections(a, b, conf=0.01, box_atol=TRAINED_BOX_ATOL, score_atol=TRAINED_SCORE_ATOL)
+        assert c.matched >= len(b) - 1  # well-separated scores: at most one at the conf edge
 
 
 @pytest.mark.parametrize("variant", ["v2", "v1", "efficient_l2"])
 def test_onnx_runtime_equals_pytorch_detector(tiny_checkpoints, images, tmp_path, variant):
     """Random calibrated weights have DFL logits in the tens, so folding BN and the head changes
-    boxes by up to ~0.01 px and scores by ~1e-4; near-tied candidates can then swap at the NMS
-    boundary (measured: 296/300 to 129/129 matched per image)."""
-    from parity import match_detections
-
+    boxes by up to ~0.01 px (plus 1e-4 of the box size) and scores by ~1e-4; the sets agree except at
+    the conf and max_det edges."""
     path = tmp_path / "m.onnx"
     manifest = export(tiny_checkpoints[variant], path, verify_batches=(1, 3))
     assert manifest.output_names == ("scores", "boxes") and manifest.dynamic_batch
@@ -54,9 +63,7 @@ def test_onnx_runtime_equals_pytorch_detector(tiny_checkpoints, images, tmp_path
     got, ref = onnx_det.predict(images, batch_size=3), torch_det.predict(images, batch_size=3)
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
-        assert abs(len(a) - len(b)) <= 2
-        n = match_detections(a.xyxy, a.confidence, a.class_id, b.xyxy, b.confidence, b.class_id, 0.05, 2e-4)
-        assert n >= 0.97 * len(b), (n, len(b))
+        assert_same_detections(a, b, conf=0.05, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL)
 
 
 def test_graph_and_metadata(tiny_checkpoints, tmp_path):
@@ -87,10 +94,10 @@ def test_prompt_merge_and_padding_in_graph(trained_tiny, tmp_path):
     got = Detector(path, conf=0.01).predict(val_images)
     ref = Detector(ckpt, classes=prompts, imgsz=160, conf=0.01, prompt_merge="max", pad_prompt=True
                    ).predict(val_images)
-    assert sum(len(r) for r in ref) > 5
+    assert sum((r.confidence > 0.1).sum() for r in ref) >= 4
     for a, b in zip(got, ref, strict=True):
         assert set(a.class_id.tolist()) <= {0, 1, 2, 3}
-        assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5)
+        assert_same_detections(a, b, conf=0.01, box_atol=TRAINED_BOX_ATOL, score_atol=TRAINED_SCORE_ATOL)
 
 
 def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, tmp_path):
@@ -107,7 +114,7 @@ def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, 
     got, ref = bound.predict(images, batch_size=2), plain.predict(images, batch_size=2)
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+        assert_same_detections(a, b, conf=0.05, box_atol=1e-4, score_atol=1e-6)
     with pytest.raises(YoloWorldError, match=r"none of the ONNX Runtime providers \['NoSuchExecutionProvider'\] "
                                              r"is available here \(available: .*CPUExecutionProvider"):
         Detector(path, runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))
@@ -161,12 +168,14 @@ def test_cli_forms_precision_trt_triton(trained_tiny, tmp_path, capsys):
     log = capsys.readouterr().out
     assert "in-graph NMS == host NMS" in log and "fp16 vs fp32" in log
     ref = Detector(ckpt, imgsz=160, conf=0.05).predict(val_images)
-    for path, box_atol, score_atol in ((nms_path, 1e-3, 1e-5), (fp16_path, 0.5, 5e-3)):
+    assert sum(len(r) for r in ref) >= 4
+    for path, box_atol, score_atol in ((nms_path, TRAINED_BOX_ATOL, TRAINED_SCORE_ATOL),
+                                       (fp16_path, FP16_BOX_ATOL, FP16_SCORE_ATOL)):
         meta = read_manifest(path)
         assert meta.output_form == "nms" and meta.output_names[0] == "num_dets"
-        got = Detector(path).predict(val_images)
+        got = Detector(path, conf=0.05).predict(val_images)  # the graph applied 0.05; Detector's default is 0.25
         for a, b in zip(got, ref, strict=True):
-            assert_same_detections(a, b, box_atol=box_atol, score_atol=score_atol)
+            assert_same_detections(a, b, conf=0.05, box_atol=box_atol, score_atol=score_atol)
     assert read_manifest(fp16_path).precision == "fp16"
     if importlib.util.find_spec("tensorrt") is None:
         assert export_main([*base, "--engine", "trt", "--output", str(tmp_path / "m.engine")]) == 2

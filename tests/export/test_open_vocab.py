@@ -11,11 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from parity import assert_same_detections
+from parity import assert_identical_detections, assert_same_detections
 
 from sdk import Detector, Vocabulary, VocabularyError
 from sdk.manifest import read_manifest
 from sdk.tokenizer import VOCAB_FILE, ClipTokenizer
+
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -65,9 +67,10 @@ def artifacts(models, tmp_path_factory):
 
 
 def _same(a_list, b_list, box_atol=1e-2, score_atol=1e-4):
+    """The same detections up to float rounding (the conf and max_det edges may differ, see parity.py)."""
     assert sum(len(d) for d in a_list) > 10  # not a vacuous comparison
     for a, b in zip(a_list, b_list, strict=True):
-        assert_same_detections(a, b, box_atol, score_atol)
+        assert_same_detections(a, b, conf=CONF, box_atol=box_atol, score_atol=score_atol)
 
 
 def test_files_and_manifest(artifacts):
@@ -155,10 +158,8 @@ def test_padding_invariance_capacity_8_vs_16(artifacts, images):
     a = Detector(artifacts["v2_ov8"], classes=CLASSES, conf=CONF).predict(images, batch_size=4)
     b = Detector(artifacts["v2_ov16"], classes=CLASSES, conf=CONF).predict(images, batch_size=4)
     assert sum(len(d) for d in a) > 10
-    for x, y in zip(a, b, strict=True):  # measured bit-identical; float rounding allowed
-        np.testing.assert_array_equal(x.class_id, y.class_id)
-        np.testing.assert_allclose(x.xyxy, y.xyxy, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(x.confidence, y.confidence, rtol=0, atol=1e-6)
+    # measured bit-identical here; other kernels for the 16-slot shapes may round differently
+    _same(a, b, box_atol=1e-4, score_atol=1e-6)
 
 
 def test_set_classes_without_reload(artifacts, images):
@@ -172,7 +173,8 @@ def test_set_classes_without_reload(artifacts, images):
     assert all(d.class_id.max(initial=0) <= 2 for d in got)
     _same(got, Detector(artifacts["v2_fixed_other"], conf=CONF).predict(images[:3]))
     det.set_classes(CLASSES, prompt_merge="first", pad_prompt=False)  # and back: embeddings cached
-    _same(det.predict(images[:3]), first, 0, 0)
+    for a, b in zip(det.predict(images[:3]), first, strict=True):
+        assert_identical_detections(a, b)
 
 
 def test_capacity_errors(artifacts):
@@ -259,9 +261,9 @@ def test_self_check_against_the_model(models):
     deploy = OpenVocabDeployModel(model, IMGSZ).eval()
     texts = check_texts(model, 8)[:1]  # 3 prompts + 5 masked random slots
     image = check_images(IMGSZ, 2)  # the shapes the export's own check used (warm kernels)
-    ds, db = check_against_model(model, deploy, image, texts)
-    assert ds <= 1e-4 and db <= 1e-2
+    (agreement,) = check_against_model(model, deploy, image, texts)
+    assert agreement.score_ratio < 0.5 and agreement.box_ratio < 0.5, agreement  # margin on the bounds
     with torch.no_grad():
         deploy.folded.head.cls_contrasts[2].bias += 0.5  # a wrong head: caught
-    with pytest.raises(ExportError, match="disagrees with the model"):
+    with pytest.raises(ExportError, match="self-check failed: the open-vocabulary graph .* scores differ"):
         check_against_model(model, deploy, image, texts)

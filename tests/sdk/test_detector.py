@@ -7,24 +7,37 @@ import json
 import cv2
 import numpy as np
 import pytest
-from parity import assert_same_detections, max_rel_diff
+from parity import (
+    FP16_BOX_ATOL,
+    FP16_REL,
+    FP16_SCORE_ATOL,
+    RANDOM_BOX_ATOL,
+    RANDOM_SCORE_ATOL,
+    assert_identical_detections,
+    assert_same_detections,
+    max_rel_diff,
+)
 
 from sdk import Detections, Detector, ImageError, RuntimeOptions, VocabularyError
 from sdk.postprocess import decode_head_outputs, postprocess_image
 from sdk.preprocess import preprocess
 
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
+
 CLASSES = ["person", "red car", "a dog"]
+CONF = 0.05
 
 
 @pytest.fixture(scope="module")
 def detector(tiny_checkpoints):
-    return Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=160, conf=0.05)
+    return Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=160, conf=CONF)
 
 
-def assert_same(a: Detections, b: Detections, box_atol=1e-2, score_atol=1e-4):
+def assert_same(a: Detections, b: Detections) -> None:
     """Same detections up to the float rounding of batched CPU kernels (logits differ by ~1e-5 of
-    their range, see tests/model/test_forward.py), so near-tied scores may swap places."""
-    assert_same_detections(a, b, box_atol, score_atol)
+    their range, see tests/model/test_forward.py): near-tied scores may swap places, and detections
+    at the conf and max_det edges may be missing on one side."""
+    assert_same_detections(a, b, conf=CONF, max_det=300, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL)
 
 
 def test_batched_equals_one_by_one(detector, images):
@@ -69,7 +82,7 @@ def test_sources_paths_folders_gray_rgba(detector, images, tmp_path):
     from_arrays = detector.predict(images[:2])
     assert [d.data["source"] for d in from_folder] == [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
     for a, b in zip(from_folder, from_arrays, strict=True):
-        assert_same(a, b, box_atol=0, score_atol=0)
+        assert_identical_detections(a, b)  # the same pixels in the same batch
     gray = cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)
     assert detector.predict(gray)[0] == detector.predict(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))[0]
     rgba = cv2.cvtColor(images[0], cv2.COLOR_BGR2BGRA)
@@ -110,7 +123,7 @@ def test_set_classes_keeps_model(detector, images):
         detector.set_classes([])
     assert detector.class_names == ["a dog"]  # a failed change keeps the old vocabulary
     detector.set_classes(CLASSES)
-    assert_same(detector.predict(images[0])[0], before, box_atol=0, score_atol=0)
+    assert_identical_detections(detector.predict(images[0])[0], before)
 
 
 def test_padding_prompt_never_reported(tiny_checkpoints, images):
@@ -157,8 +170,8 @@ def test_constructor_errors(tiny_checkpoints):
 
 def test_half_precision_stays_within_fp16_rounding(trained_tiny, tiny_checkpoints, images):
     """RuntimeOptions(half=True): float16 network, float32 text encoder. On fine-tuned weights, raw
-    outputs stay within fp16 rounding of the float32 ones (measured on CPU: 5e-4 of the largest
-    logit, 6.6e-4 for DFL logits; random calibrated weights amplify it to 1-5 %) and detections match."""
+    outputs stay within fp16 rounding of the float32 ones (FP16_REL of the largest magnitude; random
+    calibrated weights amplify it to several %) and detections match within fp16 tolerances."""
     import torch
 
     ckpt, val_images = trained_tiny
@@ -171,11 +184,11 @@ def test_half_precision_stays_within_fp16_rounding(trained_tiny, tiny_checkpoint
     assert got.keys() == ref.keys()
     for key in ref:
         assert got[key].dtype == np.float32
-        assert 0 < max_rel_diff(got[key], ref[key]) < 2e-3, key
+        assert 0 < max_rel_diff(got[key], ref[key]) < FP16_REL, key
     a, b = full.predict(val_images + images, batch_size=3), half.predict(val_images + images, batch_size=3)
-    assert sum(len(d) for d in a) > 20
+    assert sum(len(d) for d in a) > 20 and sum((d.confidence > 0.1).sum() for d in a[:len(val_images)]) >= 4
     for x, y in zip(a, b, strict=True):
-        assert_same_detections(y, x, box_atol=0.05, score_atol=1e-3)
+        assert_same_detections(y, x, conf=0.01, box_atol=FP16_BOX_ATOL, score_atol=FP16_SCORE_ATOL)
 
     # the text encoder is left in float32: the same embeddings (and cache key) as the float32 model
     t_full = Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=160)
@@ -277,7 +290,7 @@ def test_cli_predict_annotates_videos(detector, images, tmp_path, capsys, tiny_c
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     assert predict_main([str(tmp_path / "bad.mp4"), *args, "--out", str(tmp_path / "o2")]) == 2
     assert "cannot open video" in capsys.readouterr().err
-    assert not (tmp_path / "o2" / "bad.mp4").exists()
+    assert not (tmp_path / "o2").exists()  # a failed run leaves no output folder
 
 
 def test_stream_errors_surface(detector, images, tmp_path):

@@ -26,6 +26,8 @@ from sdk.backends.tensorrt import EngineProfileError, TensorRTBackend
 from sdk.backends.trt_env import EngineIncompatible, GpuInfo, TensorRTUnavailable
 from sdk.manifest import read_manifest, write_sidecar
 
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
+
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 TRT_VERSION = "10.13.0.35"
 CLASSES = ["person", "red car", "a dog"]
@@ -271,7 +273,7 @@ def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, 
     assert ref[0].data["speed_ms"] and not isinstance(Detector(exported[form]).backend, TensorRTBackend)
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, box_atol=1e-4, score_atol=1e-6)
+        assert_same_detections(a, b, conf=0.05, box_atol=1e-4, score_atol=1e-6)  # batches split and padded
     # 5 -> 4 + 1 padded to the profile's minimum of 2; 3 fits
     assert [c[1] for c in env.trt.calls if c[0] == "execute"] == [4, 2, 3]
     # buffers were allocated once, for the largest batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run(tmp_path: Path, nproc: int) -> dict[str, torch.Tensor]:
@@ -21,7 +31,7 @@ def run(tmp_path: Path, nproc: int) -> dict[str, torch.Tensor]:
         cmd = [sys.executable, str(WORKER), str(out)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", "29517", str(WORKER), str(out)]
+               "--master_port", str(free_port()), str(WORKER), str(out)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     return torch.load(out, weights_only=True)
