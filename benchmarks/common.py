@@ -1,7 +1,33 @@
-"""What every benchmark records about the machine (shared with ``yoloworld-bench``)."""
+"""What every benchmark records about the machine (shared with ``yoloworld-bench``), and how it names files."""
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+from pathlib import Path
+
 from sdk.benchmark import cpu_name
 
-__all__ = ["cpu_name"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it lies inside it, else its file name: results files are
+    committed and must not record the layout of the machine that made them."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return p.name
+
+
+def scrub_paths(text: str) -> str:
+    """Error text for a results file: the repository's folder dropped, temporary and home folders
+    shortened to ``<tmp>`` and ``~``."""
+    text = text.replace(f"{ROOT}{os.sep}", "").replace(str(ROOT), ".")
+    text = re.sub(re.escape(tempfile.gettempdir()) + r"[^\s\"':]*", "<tmp>", text)
+    return text.replace(str(Path.home()), "~")
+
+
+__all__ = ["ROOT", "cpu_name", "repo_path", "scrub_paths"]

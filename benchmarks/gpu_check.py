@@ -50,6 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import scrub_paths  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 from sdk.model import build_model, get_config  # noqa: E402
 
@@ -252,7 +253,7 @@ def finetune(cfg: Settings, out: Path) -> dict | str:
             proc = subprocess.run([sys.executable, *prefix, *args, "--data", str(data), "--output", str(run_dir)],
                                   cwd=ROOT, capture_output=True, text=True, timeout=180)
             if proc.returncode:
-                report.setdefault("failed", {})[launcher] = (
+                report.setdefault("failed", {})[launcher] = scrub_paths(
                     f"exit status {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
                 continue
             with open(run_dir / "metrics.csv", newline="") as f:
@@ -380,7 +381,7 @@ def run_sections(cfg: Settings, out: Path) -> dict:
         try:
             report[name] = fn()
         except Exception as e:  # keep the other sections' numbers; the error is in the report
-            report["errors"][name] = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4))
+            report["errors"][name] = scrub_paths(f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exc(limit=-4)))
             print(f"[{name}] FAILED: {report['errors'][name]}", flush=True)
         else:
             print(json.dumps({name: report[name]}), flush=True)

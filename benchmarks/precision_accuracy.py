@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import repo_path  # noqa: E402
 from export.main import main as export_main  # noqa: E402
 from sdk import Detector  # noqa: E402
 from sdk.evaluation import coco_evaluate  # noqa: E402
@@ -46,7 +47,7 @@ def main() -> None:
     calib = args.run / "data" / "train"
     work = args.run / "export"
     work.mkdir(exist_ok=True)
-    report = {"checkpoint": str(ckpt), "imgsz": args.imgsz, "python": platform.python_version(),
+    report = {"checkpoint": repo_path(ckpt), "imgsz": args.imgsz, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "settings": "conf 0.001, iou 0.7, max_det 300",
               "results": {"pytorch_fp32": evaluate(ckpt, ann, images, args.imgsz)}}
     for precision in ("fp32", "fp16", "int8"):
