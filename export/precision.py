@@ -495,20 +495,21 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def match_by_iou(a_xyxy: np.ndarray, a_score: np.ndarray, a_cls: np.ndarray, b_xyxy: np.ndarray,
                  b_score: np.ndarray, b_cls: np.ndarray, min_iou: float = 0.9) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matching, ``a`` best score first: the unused ``b`` of the same class with the
-    highest IoU (>= ``min_iou``). Returns ``(i, j, iou)`` pairs."""
+    """Greedy one-to-one matching, ``a`` best score first: among the unused ``b`` of the same class with
+    IoU >= ``min_iou``, the one with the closest score (then the highest IoU). Boxes are compared after
+    clipping, where several detections of a class can share one box (a random model's image-sized
+    boxes): the score tells which of them is the partner. Returns ``(i, j, iou)`` pairs."""
     iou = box_iou(a_xyxy, b_xyxy)
     iou[np.asarray(a_cls)[:, None] != np.asarray(b_cls)[None, :]] = -1.0
+    a_score, b_score = np.asarray(a_score, np.float64), np.asarray(b_score, np.float64)
     used = np.zeros(len(b_cls), bool)
     pairs = []
-    for i in np.argsort(-np.asarray(a_score), kind="stable"):
-        if not len(b_cls):
-            break
-        row = np.where(used, -1.0, iou[i])
-        j = int(np.argmax(row))
-        if row[j] >= min_iou:
+    for i in np.argsort(-a_score, kind="stable"):
+        candidates = np.flatnonzero(~used & (iou[i] >= min_iou))
+        if len(candidates):
+            j = int(candidates[np.lexsort((-iou[i, candidates], np.abs(b_score[candidates] - a_score[i])))[0]])
             used[j] = True
-            pairs.append((int(i), j, float(row[j])))
+            pairs.append((int(i), j, float(iou[i, j])))
     return pairs
 
 

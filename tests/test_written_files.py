@@ -89,6 +89,8 @@ def test_uncreatable_outputs_are_one_line_errors(tiny_checkpoints, tmp_path, cap
                                                  "--output", str(bad / "m.onnx")]),
         "training.finetune": lambda: finetune_main(["--model", "tiny", "--data", str(tmp_path / "nope.yaml"),
                                                     "--output", str(bad)]),
+        "yoloworld-eval": lambda: eval_main(["--ann", str(tmp_path / "gt.json"), "--results", str(tmp_path / "r.json"),
+                                             "--json", str(bad / "metrics.json")]),
     }
     for prog, call in runs.items():
         assert call() == 2, prog

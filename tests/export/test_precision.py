@@ -252,3 +252,9 @@ def test_match_by_iou():
                          np.array([0, 2, 0]), min_iou=0.9)
     assert pairs == [(0, 0, pytest.approx(100 / 105))]  # class 1 vs 2 never match; b[0] used once
     assert match_by_iou(a, np.ones(3), np.zeros(3), b[:0], np.ones(0), np.zeros(0)) == []
+    # three detections clipped to the same image-sized box: the scores tell the partners apart (by IoU
+    # alone the best a would take the first b, and every pair would be off by one)
+    full = np.tile(np.array([[0, 0, 250, 33]], np.float32), (3, 1))
+    pairs = match_by_iou(full, np.array([0.81, 0.74, 0.60]), np.zeros(3), full, np.array([0.60, 0.81, 0.74]),
+                         np.zeros(3))
+    assert pairs == [(0, 1, 1.0), (1, 2, 1.0), (2, 0, 1.0)]
