@@ -12,7 +12,10 @@ kernels (AVX-512, AMX, two threads) fails here too:
   bounds, edge-aware detection matching) and run here with one intra-op thread
   (``YOLOWORLD_TEST_ORT_THREADS``, read by ``tests/conftest.py``).
 
-    python tests/rerun_numeric.py [pytest args]
+    python tests/rerun_numeric.py [--isa avx2|avx512|default] [--threads N] [--all] [pytest args]
+
+``--all`` runs the whole suite instead of ``-m numeric``; the README's CPU matrix is the six runs of
+``--all`` with ``--isa default|avx512|avx2`` and ``--threads 1|2``.
 """
 
 from __future__ import annotations
@@ -31,20 +34,33 @@ def numpy_targets_above_avx2() -> list[str]:
     return [t for t in above if __cpu_features__.get(t)]
 
 
-def environment() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2",
-           "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "YOLOWORLD_TEST_ORT_THREADS": "1"}
-    targets = numpy_targets_above_avx2()
-    if targets:
-        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(targets)
+def environment(isa: str = "avx2", threads: int = 1) -> dict[str, str]:
+    n = str(threads)
+    env = {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "YOLOWORLD_TEST_ORT_THREADS": n}
+    if isa == "avx2":
+        env.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2")
+        targets = numpy_targets_above_avx2()
+        if targets:
+            env["NPY_DISABLE_CPU_FEATURES"] = " ".join(targets)
+    elif isa == "avx512":
+        env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE"  # AVX-512 without AMX / AVX512-BF16 (e.g. Skylake)
     return env
 
 
 def main(argv: list[str]) -> int:
-    env = environment()
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--isa", choices=("avx2", "avx512", "default"), default="avx2")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--all", action="store_true", help="the whole suite, not only -m numeric")
+    args, rest = p.parse_known_args(argv)
+    env = environment(args.isa, args.threads)
     shown = {k: env[k] for k in sorted(env) if k not in os.environ or os.environ[k] != env[k]}
-    print("numeric tests again under " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
-    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-m", "numeric", *argv], env=env)
+    what = "the whole suite" if args.all else "numeric tests again"
+    print(f"{what} under " + " ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", *([] if args.all else ["-m", "numeric"]), *rest],
+                           env=env)
 
 
 if __name__ == "__main__":
