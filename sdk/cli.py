@@ -127,9 +127,12 @@ def annotate_video(detector, video: str, out: Path, batch_size: int, records: li
 def eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yoloworld-eval", description="COCO box evaluation (pycocotools) of a model "
                                 "or of an existing results file.")
-    p.add_argument("--ann", required=True, help="COCO annotation file (instances_val.json)")
+    p.add_argument("--ann", required=True, help="COCO annotation file (instances_val.json), an Ultralytics "
+                                                "dataset YAML or a Pascal VOC folder (see --split)")
+    p.add_argument("--split", default="val", help="YOLO / VOC: which split to evaluate (default val)")
     p.add_argument("--model", help="checkpoint (.pth/.pt) or exported model (.onnx)")
-    p.add_argument("--images", help="image folder of the annotation file's file_name entries")
+    p.add_argument("--images", help="image folder of the annotation file's file_name entries (YOLO / VOC: "
+                                    "the dataset's own)")
     p.add_argument("--classes", help="class-text JSON in the order of the category ids sorted ascending; "
                                      "default: the model's vocabulary, else the annotation's category names")
     p.add_argument("--results", help="evaluate this COCO results JSON instead of running a model")
@@ -162,12 +165,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if target:
             check_can_create(Path(target).parent)
 
-    try:
-        ann = json.loads(Path(args.ann).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise YoloWorldError(f"cannot read annotation file {args.ann}: {e}") from None
-    if not isinstance(ann, dict) or not {"images", "annotations", "categories"} <= set(ann):
-        raise YoloWorldError(f"{args.ann}: not a COCO annotation file (needs images, annotations, categories)")
+    ann, images_dir = read_ground_truth(args.ann, args.split, args.images)
     cats = sorted(ann["categories"], key=lambda c: c["id"])
     if args.results:
         try:
@@ -176,7 +174,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise YoloWorldError(f"cannot read results file {args.results}: {e}") from None
         metrics = coco_evaluate(ann, validate_results(results, args.results), evaluator=args.evaluator)
     else:
-        if not (args.model and args.images):
+        if not (args.model and images_dir):
             raise YoloWorldError("give --model and --images (or --results)")
         from .detector import Detector
         from .errors import VocabularyError
@@ -192,7 +190,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if len(det.class_names) != len(cats):
             raise YoloWorldError(f"the vocabulary has {len(det.class_names)} classes but {args.ann} has "
                                  f"{len(cats)} categories; pass --classes in the order of the category ids")
-        results, metrics = evaluate_detector(det, ann, args.images, [c["id"] for c in cats], args.batch_size,
+        results, metrics = evaluate_detector(det, ann, images_dir, [c["id"] for c in cats], args.batch_size,
                                              evaluator=args.evaluator)
         if args.results_out:
             atomic_write_text(args.results_out, json.dumps(results))
@@ -205,6 +203,71 @@ def run_eval(args: argparse.Namespace) -> int:
         out = {k: metrics[k] for k in STAT_NAMES}
         out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
         atomic_write_text(args.json, json.dumps(out, indent=1))
+    return 0
+
+
+def read_ground_truth(ann: str, split: str, images: str | None) -> tuple[dict, str | None]:
+    """(COCO ground truth, image folder) from a COCO JSON, or a YOLO YAML / VOC folder's ``split``."""
+    from .datasets import detect_format, read_dataset
+
+    if detect_format(ann) != "coco":
+        ds = read_dataset(ann)
+        if split not in ds.splits:
+            raise YoloWorldError(f"{ann} has no {split!r} split (it has {sorted(ds.splits)}); pass --split")
+        return ds.splits[split].coco, images or str(ds.splits[split].img_dir)
+    try:
+        data = json.loads(Path(ann).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise YoloWorldError(f"cannot read annotation file {ann}: {e}") from None
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise YoloWorldError(f"{ann}: not a COCO annotation file (needs images, annotations, categories)")
+    return data, images
+
+
+def data_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yoloworld-data", description="Check a detection dataset (Ultralytics YAML, "
+                                "Pascal VOC folder) and convert it to COCO + class-text JSON for training.")
+    p.add_argument("source", help="Ultralytics dataset YAML or Pascal VOC folder")
+    p.add_argument("--out", help="write OUT/annotations/<split>.json, OUT/class_texts.json and OUT/data.yaml "
+                                 "(images stay where they are)")
+    p.add_argument("--class-texts", help="class-text JSON to use instead of the class names (one prompt list "
+                                         "per class, in class order)")
+    return p
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    args = data_parser().parse_args(argv)
+    try:
+        return run_data(args)
+    except (YoloWorldError, OSError) as e:
+        print(f"yoloworld-data: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from .datasets import class_counts, read_dataset
+    from .vocabulary import read_class_texts
+
+    if args.out:
+        check_can_create(args.out)
+    ds = read_dataset(args.source)
+    texts = read_class_texts(args.class_texts) if args.class_texts else None
+    if texts is not None and len(texts) != len(ds.class_names):
+        raise YoloWorldError(f"{args.class_texts} lists {len(texts)} classes but {args.source} has "
+                             f"{len(ds.class_names)} ({ds.class_names[:10]}...)")
+    print(f"{args.source}: {ds.format}, {len(ds.class_names)} classes")
+    for split, s in ds.splits.items():
+        counts = class_counts(s)
+        crowd = sum(1 for a in s.coco["annotations"] if a.get("iscrowd", 0))
+        print(f"  {split}: {len(s.coco['images'])} images, {sum(b for _, b in counts.values())} boxes"
+              + (f" (+{crowd} difficult/crowd, ignored)" if crowd else "") + f", images in {s.img_dir}")
+        width = max(len(n) for n in counts)
+        for name, (n_img, n_box) in counts.items():
+            print(f"    {name:<{width}}  {n_img:>6} images  {n_box:>7} boxes")
+    if args.out:
+        from .datasets import write_coco
+
+        print(f"wrote {write_coco(ds, args.out, texts)} (train with: python -m training.finetune --data it)")
     return 0
 
 

@@ -1,8 +1,10 @@
 """Training configuration: one frozen dataclass, exposed as argparse options and YAML keys.
 
-Defaults are the official COCO fine-tuning recipe (configs/finetune_coco, 8 GPUs x 16 images, 80
-epochs, AdamW 2e-4, weight decay 0.05, mosaic closed for the last 10 epochs). Precedence:
-dataclass defaults < ``--config`` YAML < command-line options.
+Fixed defaults are the official COCO fine-tuning recipe (configs/finetune_coco: AdamW, weight decay 0.05
+per 64 images, 80 epochs, mosaic closed for the last 10 epochs, linear decay to 1 %). Fields left
+``None`` (nominal batch, learning rate, warm-up, EMA, loader workers, text slots) are derived from the
+data, the batch and the starting point by ``training.schedule``; ``--recipe official`` takes the
+official values for them instead. Precedence: defaults < ``--config`` YAML < command-line options.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from sdk.atomic import atomic_write_text
 
 Mode = Literal["full", "efficient", "prompt"]
+Recipe = Literal["auto", "official"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,11 @@ class TrainConfig:
     weights: str | None = None  # official .pth or own .pt; its architecture wins over model/variant
     mode: Mode = "full"  # full | efficient (efficient neck, no text encoder) | prompt (embeddings only)
     # --- data ---
-    data: str | None = None  # dataset YAML; None -> the generated demo dataset
+    data: str | None = None  # data YAML (COCO files), Ultralytics dataset YAML or VOC folder; None: the demo set
+    class_texts: str | None = None  # class-text JSON replacing the dataset's prompts (YOLO/VOC: their names)
     imgsz: int = 640
-    workers: int = 4
-    num_texts: int = 80  # text slots per training image (RandomLoadText max_num_samples)
+    workers: int | None = None  # None: min(4, cores per process)
+    num_texts: int | None = None  # text slots per image (RandomLoadText max_num_samples); None: min(80, classes)
     close_mosaic: int = 10  # last epochs without mosaic
     affine_scale: float | None = None  # None: 0.5 for tiny/s, 0.9 for m/l/x (official)
     mixup_prob: float | None = None  # None: 0.15 for tiny/s/l/x, 0.1 for m (official)
@@ -41,21 +45,23 @@ class TrainConfig:
     min_area_ratio: float | None = None  # None: 0.01 with polygons (mask-refine configs), else 0.1
     filter_empty_gt: bool = False
     min_size: int = 32
-    # --- optimisation ---
+    # --- optimisation (None: derived, see training.schedule) ---
+    recipe: Recipe = "auto"  # auto: schedule fitted to the data; official: the COCO recipe's values as they are
     epochs: int = 80
     batch_size: int = 16  # per process
-    total_batch_size: int = 128  # kept by gradient accumulation when fewer GPUs run
+    total_batch_size: int | None = None  # nominal batch (gradient accumulation); official 128
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-4
+    lr: float | None = None  # peak; official 2e-4 (AdamW) from pre-trained weights
     momentum: float = 0.937  # SGD only
     weight_decay: float = 0.05  # at total batch 64; scaled with the batch (YOLOv5 rule): 0.1 at 128
-    warmup_epochs: float = 3.0
+    warmup_epochs: float = 3.0  # official warm-up: max(warmup_epochs, warmup_min_iters) ...
     warmup_min_iters: int = 1000
+    warmup_iters: int | None = None  # ... in optimiser steps, as used (the auto recipe caps it at a tenth of the run)
     lr_final: float = 0.01  # final lr = lr * lr_final, linear decay
     grad_clip: float = 10.0
     ema: bool = True
-    ema_momentum: float = 1e-4
-    ema_gamma: float = 2000.0
+    ema_momentum: float | None = None  # official 1e-4
+    ema_gamma: float | None = None  # official 2000
     mask_padded_texts: bool = False  # official up to b1b09f2 trains '' paddings as negatives
     # --- run ---
     amp: Literal["none", "fp16", "bf16"] = "none"
@@ -79,10 +85,12 @@ def official_augmentation(size: str) -> tuple[float, float, float]:
     return (0.5 if size in ("tiny", "s") else 0.9), (0.1 if size == "m" else 0.15), (0.1 if size == "m" else 0.3)
 
 
-#: The demo: generated dataset, tiny model from scratch, CPU, a few minutes.
-DEMO = dict(model="tiny", data=None, imgsz=256, epochs=40, batch_size=8, total_batch_size=8,
-            lr=2e-3, weight_decay=0.025, warmup_epochs=2.0, warmup_min_iters=20, close_mosaic=8,
-            val_interval=5, workers=2, num_texts=8, output="runs/demo_finetune", min_size=0)
+#: The demo: generated dataset, tiny model from scratch, CPU, a few minutes; only what a user would type.
+DEMO = dict(model="tiny", data=None, imgsz=256, epochs=40, batch_size=8, output="runs/demo_finetune")
+
+
+#: Fields that training.schedule derives when they are left unset.
+DERIVED = ("workers", "num_texts", "total_batch_size", "lr", "warmup_iters", "ema_momentum", "ema_gamma")
 
 
 def _arg_type(tp: Any) -> Any:
@@ -101,12 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         name = "--" + f.name.replace("_", "-")
         tp = hints[f.name]
         choices = [a for a in get_args(tp) if isinstance(a, str)] or None
+        default = "derived from the data (training/schedule.py)" if f.name in DERIVED else f.default
         if tp is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default {f.default})")
+                                help=f"(default {default})")
         else:
             parser.add_argument(name, type=_arg_type(tp), choices=choices, default=None,
-                                help=f"(default {f.default})")
+                                help=f"(default {default})")
     parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
     return parser
 

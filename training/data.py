@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol, Union
 import numpy as np
 import yaml
 
-from sdk.errors import YoloWorldError
+from sdk.datasets import DataError, detect_format, read_dataset
 from sdk.images import read_image
 from sdk.vocabulary import read_class_texts
 
@@ -42,10 +42,6 @@ from .polygons import Instance, parse_segmentation
 
 DatasetType = Literal["detection", "grounding"]
 MAX_LISTED = 5  # how many offending items an error message names
-
-
-class DataError(YoloWorldError):
-    """A dataset, annotation file or data YAML that cannot be trained on; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +126,13 @@ class _CocoImages:
     _required_keys: tuple[str, ...] = ("images", "annotations")
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, filter_empty_gt: bool,
-                 min_size: int) -> None:
+                 min_size: int, coco: dict[str, Any] | None = None) -> None:
+        """``coco``: the annotations already in memory (a converted YOLO or VOC split); ``ann_file`` then
+        only names them in messages."""
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.name = self.ann_file.name
-        data = _read_json(self.ann_file, self._required_keys)
+        data = _read_json(self.ann_file, self._required_keys) if coco is None else coco
         self._prepare(data)
         images = self._parse_images(data["images"])
         img_idx, keys, xywh, segs = self._parse_annotations(data["annotations"], images)
@@ -302,9 +300,10 @@ class DetectionDataset(_CocoImages):
     _required_keys = ("images", "annotations", "categories")
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
-                 class_texts: list[list[str]], filter_empty_gt: bool = False, min_size: int = 32) -> None:
+                 class_texts: list[list[str]], filter_empty_gt: bool = False, min_size: int = 32,
+                 coco: dict[str, Any] | None = None) -> None:
         self.class_texts = [list(p) for p in class_texts]
-        super().__init__(ann_file, img_dir, filter_empty_gt, min_size)
+        super().__init__(ann_file, img_dir, filter_empty_gt, min_size, coco)
 
     def _prepare(self, data: dict[str, Any]) -> None:
         cats = data["categories"]
@@ -435,11 +434,17 @@ _TOP_KEYS = {"train", "val", "class_text_path"}
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One annotation file and its image folder (absolute paths after :func:`read_data_yaml`)."""
+    """One annotation file and its image folder (absolute paths after :func:`read_data_yaml`), or a
+    converted YOLO / VOC split held in memory (``coco``; ``ann_file`` then names it in messages)."""
 
     ann_file: Path
     img_dir: Path
     type: DatasetType = "detection"
+    coco: dict[str, Any] | None = None
+
+    def ground_truth(self) -> dict[str, Any] | Path:
+        """What ``sdk.evaluation.coco_evaluate`` takes: the annotation file or the converted split."""
+        return self.coco if self.coco is not None else self.ann_file
 
 
 @dataclass(frozen=True)
@@ -455,7 +460,7 @@ class DataConfig:
         if entry.type == "grounding":
             return GroundingDataset(entry.ann_file, entry.img_dir, filter_empty_gt, min_size)
         return DetectionDataset(entry.ann_file, entry.img_dir, self.class_texts, filter_empty_gt,
-                                min_size)
+                                min_size, entry.coco)
 
     def build_train(self, filter_empty_gt: bool = False, min_size: int = 32) -> AnyDataset:
         """The training dataset: one part as is, several as a :class:`MixedDataset`."""
@@ -467,7 +472,7 @@ class DataConfig:
         if self.val is None:
             raise DataError("the data YAML has no 'val:' entry")
         return DetectionDataset(self.val.ann_file, self.val.img_dir, self.class_texts,
-                                filter_empty_gt=False, min_size=0)
+                                filter_empty_gt=False, min_size=0, coco=self.val.coco)
 
 
 def _entry(value: Any, where: str, root: Path, source: str) -> DatasetEntry:
@@ -528,3 +533,23 @@ def read_data_yaml(path: str | os.PathLike) -> DataConfig:
     else:
         class_texts = read_class_texts(root / Path(text_path).expanduser())
     return DataConfig(train, val, class_texts)
+
+
+def read_data(path: str | os.PathLike, class_texts: str | os.PathLike | None = None) -> DataConfig:
+    """``--data``: a data YAML of COCO files (:func:`read_data_yaml`), an Ultralytics dataset YAML or a
+    Pascal VOC folder (``sdk.datasets``; converted in memory). ``class_texts``: a class-text JSON that
+    replaces the dataset's prompts (default: the data YAML's ``class_text_path``, or the YOLO/VOC class
+    names, one prompt each)."""
+    if detect_format(path) == "coco":
+        data = read_data_yaml(path)
+    else:
+        ds = read_dataset(path)
+        entry = {split: DatasetEntry(Path(s.source), s.img_dir, "detection", s.coco) for split, s in ds.splits.items()}
+        data = DataConfig([entry["train"]], entry.get("val"), ds.class_texts())
+    if class_texts is not None:
+        texts = read_class_texts(class_texts)
+        if data.class_texts and len(texts) != len(data.class_texts):
+            raise DataError(f"{class_texts} lists {len(texts)} classes but {Path(path).name} has "
+                            f"{len(data.class_texts)}; one prompt list per class, in class order")
+        data = DataConfig(data.train, data.val, texts)
+    return data

@@ -174,7 +174,7 @@ def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: 
 
 @torch.no_grad()
 def evaluate(model: YoloWorld, loader: Iterable[dict], class_embeds: Tensor, categories: list[int],
-             ann_file: str, image_ids: list[int], device: torch.device, amp: str = "none"
+             ground_truth: str | dict[str, Any], image_ids: list[int], device: torch.device, amp: str = "none"
              ) -> dict[str, Any] | None:
     """COCO mAP of ``model`` (the EMA weights) with the evaluation settings (conf 0.001, IoU 0.7,
     300 per image) and the sdk post-processing; every rank predicts its shard, rank 0 scores.
@@ -188,4 +188,4 @@ def evaluate(model: YoloWorld, loader: Iterable[dict], class_embeds: Tensor, cat
     gathered = gather_objects(results)
     if not is_main_process():
         return None
-    return coco_evaluate(ann_file, [r for part in gathered for r in part], image_ids=image_ids)
+    return coco_evaluate(ground_truth, [r for part in gathered for r in part], image_ids=image_ids)

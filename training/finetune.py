@@ -33,12 +33,13 @@ from sdk.model.config import VARIANTS, preset_name
 from . import distributed as D
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig, add_arguments, official_augmentation, resolve, save_config
-from .data import read_data_yaml
+from .data import read_data
 from .ema import ModelEMA
 from .engine import LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
 from .loss import YoloWorldLoss
 from .optim import LinearWarmupSchedule, build_optimizer
 from .sampler import ResumableSampler
+from .schedule import resolve_schedule
 from .transforms import TrainDataset, TrainTransform, ValDataset, collate, val_collate
 
 
@@ -130,7 +131,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         if main_proc and not data_yaml.exists():
             make_demo_data(data_yaml.parent)
         D.barrier()
-    data = read_data_yaml(data_yaml)
+    data = read_data(data_yaml, cfg.class_texts)
     train_set = data.build_train(filter_empty_gt=cfg.filter_empty_gt, min_size=cfg.min_size)
     val_set = data.build_val() if data.val else None
     class_texts = data.class_texts
@@ -169,6 +170,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
     defaults["min_area_ratio"] = 0.01 if has_polygons else 0.1  # the mask-refine configs' value, else the base's
     # unset options take the defaults; config.yaml records the values used
     cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    cfg, plan, schedule_warnings = resolve_schedule(cfg, len(train_set), len(class_texts), world, pretrained)
     transform = TrainTransform(size=size, affine_scale=cfg.affine_scale, num_texts=cfg.num_texts,
                                min_area_ratio=cfg.min_area_ratio, mosaic=True, mixup_prob=cfg.mixup_prob,
                                pixel_noise_prob=cfg.pixel_noise_prob, mask_refine=cfg.mask_refine,
@@ -179,14 +181,10 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0)
-    accumulate = max(round(cfg.total_batch_size / (cfg.batch_size * world)), 1)
-    micro_per_epoch = len(sampler) // cfg.batch_size
-    if micro_per_epoch < accumulate:
-        raise ValueError(f"the training set ({len(train_set)} images) gives {micro_per_epoch} batches of "
-                         f"{cfg.batch_size} per process, fewer than one optimiser step ({accumulate})")
-    steps_per_epoch = micro_per_epoch // accumulate
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    accumulate, steps_per_epoch = plan.accumulate, plan.steps_per_epoch
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set ({len(train_set)} images) gives {len(sampler) // cfg.batch_size} "
+                         f"batches of {cfg.batch_size} per process, fewer than one optimiser step ({accumulate})")
     val_loader = None
     if val_set is not None:
         val_ds = ValDataset(val_set, size)
@@ -198,7 +196,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
     effective = cfg.batch_size * world * accumulate
     extra = [embedder.prompts] if embedder.prompts is not None else None
     optimizer = build_optimizer(raw_model, cfg, effective, extra)
-    schedule = LinearWarmupSchedule(cfg, steps_per_epoch)
+    schedule = LinearWarmupSchedule(cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     ema = ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None
     loss_fn = YoloWorldLoss(reg_max=raw_model.config.reg_max, world_size=world,
@@ -219,6 +217,9 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
               + (f"polygons: copy-paste {cfg.copypaste_prob}, refined boxes" if has_polygons else "no polygons")
               + f", min area ratio {cfg.min_area_ratio} ({arch_size} defaults)"
               + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
+        print(plan.describe() + (" (from pre-trained weights)" if pretrained else " (from scratch)"))
+        for message in schedule_warnings:
+            print(f"warning: {message}", file=sys.stderr)
 
     def request_stop(signum: int, _frame: Any) -> None:
         if state.stop_requested:
@@ -274,7 +275,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
                 eval_model = ema.module if ema is not None else raw_model
                 names = [ps[0] for ps in class_texts]  # official validation: first prompt, fixed order
                 class_embeds = embedder([names])[0].detach()
-                res = evaluate(eval_model, val_loader, class_embeds, val_set.categories, str(data.val.ann_file),
+                res = evaluate(eval_model, val_loader, class_embeds, val_set.categories, data.val.ground_truth(),
                                val_set.image_ids, device, cfg.amp)
                 if main_proc:
                     row.update(mAP=res["AP"], mAP50=res["AP50"])

@@ -33,13 +33,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, effective_batch: int,
 
 
 class LinearWarmupSchedule:
-    """``lr(step, epoch)``: linear warm-up from 0 over ``max(warmup_epochs * steps_per_epoch,
-    warmup_min_iters)`` optimiser steps, then ``lr * lf(epoch)`` with
+    """``lr(step, epoch)``: linear warm-up from 0 over ``cfg.warmup_iters`` optimiser steps (resolved by
+    ``training.schedule``; officially ``max(3 epochs, 1000)``), then ``lr * lf(epoch)`` with
     ``lf(e) = (1 - e / epochs) * (1 - lr_final) + lr_final`` (SGD momentum warms from 0.8)."""
 
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
+        if cfg.lr is None or cfg.warmup_iters is None:
+            raise ValueError("resolve the schedule first (training.schedule.resolve_schedule)")
         self.cfg = cfg
-        self.warmup = max(round(cfg.warmup_epochs * steps_per_epoch), cfg.warmup_min_iters)
+        self.warmup = cfg.warmup_iters
 
     def factor(self, epoch: int) -> float:
         return (1 - epoch / self.cfg.epochs) * (1 - self.cfg.lr_final) + self.cfg.lr_final

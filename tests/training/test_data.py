@@ -379,7 +379,7 @@ def test_shapes_dataset_is_deterministic_and_valid(tmp_path):
         cfg = read_data_yaml(a)
         train, val = cfg.build_train(min_size=0), cfg.build_val()
     assert train.categories == [1, 3, 7, 9] and len(train) == 6 and len(val) == 2
-    assert cfg.class_texts == [prompts for _, _, prompts, _ in CLASSES]
+    assert cfg.class_texts == [c[2] for c in CLASSES]
     assert any(len(p) > 1 for p in cfg.class_texts)  # a synonym
     raw = json.loads((a.parent / "annotations" / "train.json").read_text())
     assert {"id", "image_id", "category_id", "bbox", "area", "iscrowd"} <= set(raw["annotations"][0])
