@@ -89,6 +89,8 @@ def official_augmentation(size: str) -> tuple[float, float, float]:
 DEMO = dict(model="tiny", data=None, imgsz=256, epochs=40, batch_size=8, output="runs/demo_finetune")
 
 
+SCHEDULE_KEY = "schedule"
+
 #: Fields that training.schedule derives when they are left unset.
 DERIVED = ("workers", "num_texts", "total_batch_size", "lr", "warmup_iters", "ema_momentum", "ema_gamma")
 
@@ -130,6 +132,7 @@ def resolve(args: argparse.Namespace, demo: bool = False) -> TrainConfig:
             raise ValueError(f"cannot read config {args.config}: {e}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{args.config}: expected a mapping of TrainConfig fields")
+        data.pop(SCHEDULE_KEY, None)  # written by save_config for reading, derived again on every run
         known = {f.name for f in fields(TrainConfig)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -140,5 +143,10 @@ def resolve(args: argparse.Namespace, demo: bool = False) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def save_config(cfg: TrainConfig, path: Path, schedule: dict[str, Any] | None = None) -> None:
+    """``config.yaml``: the resolved fields (reusable with ``--config``), and under ``schedule`` what they
+    mean in optimiser steps (for reading; ignored when the file is read back)."""
+    data = cfg.to_dict()
+    if schedule is not None:
+        data[SCHEDULE_KEY] = schedule
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

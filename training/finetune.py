@@ -209,7 +209,7 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         load_training_checkpoint(last, raw_model, ema, embedder, optimizer, scaler, state)
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        save_config(cfg, out / "config.yaml", dataclasses.asdict(plan))
         print(f"training {len(train_set)} images ({len(class_texts)} classes), val "
               f"{len(val_set) if val_set else 0}; {world} process(es) x {cfg.batch_size} x accumulate "
               f"{accumulate} = batch {effective}; {steps_per_epoch} steps/epoch; device {device}, amp {cfg.amp}; "

@@ -3,6 +3,7 @@ validated line by line, converted by yoloworld-data, evaluated by yoloworld-eval
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
 
@@ -195,3 +196,10 @@ def test_finetune_on_a_yolo_dataset(shapes, tmp_path):
                      "--batch-size", "4", "--max-steps-per-epoch", "1", "--output", str(tmp_path / "run")]) == 0
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert recorded["num_texts"] == 4 and recorded["lr"] == pytest.approx(1e-3)
+    assert recorded["schedule"]["steps_per_epoch"] == 1 and recorded["schedule"]["peak_lr"] == pytest.approx(1e-3)
+    # the file is a --config again: the schedule section is read past
+    from training.config import add_arguments, resolve
+
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--config", str(tmp_path / "run" / "config.yaml")])
+    assert resolve(args).lr == pytest.approx(1e-3)

@@ -31,7 +31,7 @@ def test_coco_scale_from_official_weights_gives_the_official_recipe():
 def test_a_few_hundred_images_from_scratch_reach_their_peak():
     """600 images, batch 16, 30 epochs, from scratch (the issue's case): the official recipe would
     accumulate 8 steps (4 optimiser steps per epoch) and warm up for 1000 steps, never reaching its lr."""
-    cfg, s, warnings = resolve_schedule(TrainConfig(epochs=30), 600, 6, 1, pretrained=False, cores=2)
+    _, s, warnings = resolve_schedule(TrainConfig(epochs=30), 600, 6, 1, pretrained=False, cores=2)
     assert (s.nominal_batch, s.accumulate, s.steps_per_epoch, s.total_steps) == (16, 1, 37, 1110)
     assert s.warmup_steps == 111 < s.total_steps  # a tenth of the run
     assert s.peak_lr == pytest.approx(1e-3)  # 5x the official fine-tuning lr
@@ -70,3 +70,12 @@ def test_too_short_a_run_says_what_to_change():
     _, s, warnings = resolve_schedule(TrainConfig(epochs=2, batch_size=16), 100, 3, 1, pretrained=False, cores=8)
     assert s.total_steps == 12 and s.workers == 4
     assert len(warnings) == 1 and "only 12 optimiser steps in all" in warnings[0] and "Raise --epochs" in warnings[0]
+
+
+def test_the_demo_types_only_what_a_user_would():
+    """The demo gets its schedule from the same rules as everyone: no learning rate, warm-up or EMA of its own."""
+    from training.config import DEMO
+
+    assert set(DEMO) <= {"model", "data", "epochs", "imgsz", "batch_size", "output"}
+    _, s, warnings = resolve_schedule(TrainConfig(**DEMO), 64, 4, 1, pretrained=False, cores=2)
+    assert (s.nominal_batch, s.steps_per_epoch, s.warmup_steps, s.num_texts) == (8, 8, 32, 4) and not warnings
