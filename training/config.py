@@ -21,13 +21,14 @@ from sdk.atomic import atomic_write_text
 
 Mode = Literal["full", "efficient", "prompt"]
 Recipe = Literal["auto", "official"]
+AmpMode = Literal["none", "fp16", "bf16"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # --- model ---
-    model: str = "s"  # preset when no --weights: tiny, s, m, l, x
-    variant: str = "v2"  # v2 (VL-PAN + BN head), v1 (dual VL-PAN), efficient, efficient_l2
+    model: str | None = None  # preset without --weights: tiny, s (default), m, l, x; with it, a check
+    variant: str | None = None  # v2 (default), v1 (dual VL-PAN), efficient, efficient_l2; the same
     weights: str | None = None  # official .pth or own .pt; its architecture wins over model/variant
     mode: Mode = "full"  # full | efficient (efficient neck, no text encoder) | prompt (embeddings only)
     # --- data ---
@@ -64,7 +65,7 @@ class TrainConfig:
     ema_gamma: float | None = None  # official 2000
     mask_padded_texts: bool = False  # official up to b1b09f2 trains '' paddings as negatives
     # --- run ---
-    amp: Literal["none", "fp16", "bf16"] = "none"
+    amp: AmpMode = "none"
     device: str = "auto"  # auto: cuda when available, else cpu
     sync_bn: bool = False
     val_interval: int = 5

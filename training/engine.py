@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from sdk.evaluation import coco_evaluate
 from sdk.model import STRIDES, YoloWorld
 from sdk.postprocess import decode_head_outputs, postprocess_image
 
+from .config import AmpMode
 from .distributed import gather_objects, is_main_process, reduce_mean
 from .ema import ModelEMA
 from .loss import YoloWorldLoss
@@ -82,83 +83,107 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, amp: AmpMode) -> contextlib.AbstractContextManager:
     if amp == "none":
         return contextlib.nullcontext()
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train_one_epoch(model: nn.Module, raw_model: YoloWorld, embedder: TextEmbedder, loss_fn: YoloWorldLoss,
-                    loader: Iterable[dict], optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, schedule: LinearWarmupSchedule, ema: ModelEMA | None,
-                    state: LoopState, device: torch.device, amp: str, accumulate: int,
-                    grad_clip: float, num_steps: int, on_step: Any = None) -> dict[str, float]:
-    """One epoch (or the rest of one, after a resume). ``num_steps``: optimiser steps in this epoch.
+@dataclass
+class EpochContext:
+    """What an epoch needs, built once per run (``training.finetune.build_run``)."""
 
-    Every ``accumulate`` micro-batches make one optimiser step (gradients summed, not averaged: the
+    model: nn.Module  # what is called: the model, or DDP around it
+    raw_model: YoloWorld  # the model itself (EMA source, checkpoints)
+    embedder: TextEmbedder
+    loss_fn: YoloWorldLoss
+    loader: Iterable[dict]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LinearWarmupSchedule
+    ema: ModelEMA | None
+    device: torch.device
+    amp: AmpMode
+    accumulate: int  # micro-batches per optimiser step
+    grad_clip: float
+    steps: int  # optimiser steps per epoch
+    on_step: Callable[[], None] | None = None  # after every optimiser step
+
+
+def train_one_epoch(ctx: EpochContext, state: LoopState) -> dict[str, float]:
+    """One epoch (or the rest of one, after a resume): ``ctx.steps`` optimiser steps.
+
+    Every ``ctx.accumulate`` micro-batches make one optimiser step (gradients summed, not averaged: the
     loss already scales with the batch). Returns mean losses (reduced over ranks), lr, images/s.
     """
-    model.train()
-    if raw_model.text_encoder is not None:
-        raw_model.text_encoder.eval()  # frozen: no dropout, no BN in CLIP anyway
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    ctx.model.train()
+    if ctx.raw_model.text_encoder is not None:
+        ctx.raw_model.text_encoder.eval()  # frozen: no dropout, no BN in CLIP anyway
     sums = {"cls": 0.0, "box": 0.0, "dfl": 0.0}
     seen, micro, t0 = 0, 0, time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
-    bar = tqdm(total=num_steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
+    lr = ctx.optimizer.param_groups[0]["lr"]
+    bar = tqdm(total=ctx.steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
                disable=not is_main_process(), leave=False, dynamic_ncols=True)
-    for batch in loader:
-        images = batch["images"].to(device, non_blocking=True).float().div_(255)
-        gt_boxes = batch["boxes"].to(device)
-        gt_labels = batch["labels"].to(device)
-        gt_mask = batch["box_mask"].to(device)
-        text_mask = batch["text_mask"].to(device)
-        texts = embedder(batch["texts"]).to(device)
-        sync = (micro + 1) % accumulate == 0
-        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
-        with ctx:
-            with autocast(device, amp):
-                out = model(images, texts)
-            loss, parts = loss_fn(out, gt_labels, gt_boxes, gt_mask, text_mask)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch}: "
-                    + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
-            scaler.scale(loss).backward()
+    for batch in ctx.loader:
+        sync = (micro + 1) % ctx.accumulate == 0
+        parts = _backward(ctx, batch, state, sync)
         micro += 1
-        seen += images.shape[0]
+        seen += batch["images"].shape[0]
         for k in sums:
             sums[k] += float(parts[k])
         if not sync:
             continue
-        lr = schedule.apply(optimizer, state.global_step, state.epoch)
-        scaler.unscale_(optimizer)
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(raw_model)
-        state.global_step += 1
-        state.step_in_epoch += 1
+        lr = _optimizer_step(ctx, state)
         bar.update(1)
         bar.set_postfix(loss=f"{sum(sums.values()) / micro:.2f}", lr=f"{lr:.2e}",
                         img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        if on_step is not None:
-            on_step()
-        if state.stop_requested or state.step_in_epoch >= num_steps:
+        if ctx.on_step is not None:
+            ctx.on_step()
+        if state.stop_requested or state.step_in_epoch >= ctx.steps:
             break
     bar.close()
-    means = {k: v / max(micro, 1) for k, v in sums.items()}
-    out = reduce_mean(means, device)
+    out = reduce_mean({k: v / max(micro, 1) for k, v in sums.items()}, ctx.device)
     out.update(lr=lr, images_per_s=seen / max(time.perf_counter() - t0, 1e-9))
     return out
 
 
+def _backward(ctx: EpochContext, batch: dict, state: LoopState, sync: bool) -> dict[str, Tensor]:
+    """Forward, loss and backward of one micro-batch (DDP's gradient sync only on the last of a step)."""
+    device = ctx.device
+    images = batch["images"].to(device, non_blocking=True).float().div_(255)
+    texts = ctx.embedder(batch["texts"]).to(device)
+    no_sync = not sync and hasattr(ctx.model, "no_sync")
+    with ctx.model.no_sync() if no_sync else contextlib.nullcontext():
+        with autocast(device, ctx.amp):
+            out = ctx.model(images, texts)
+        loss, parts = ctx.loss_fn(out, batch["labels"].to(device), batch["boxes"].to(device),
+                                  batch["box_mask"].to(device), batch["text_mask"].to(device))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch}: "
+                                     + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
+        ctx.scaler.scale(loss).backward()
+    return parts
+
+
+def _optimizer_step(ctx: EpochContext, state: LoopState) -> float:
+    """lr for this step, gradient clipping, the step, EMA; returns the lr."""
+    lr = ctx.schedule.apply(ctx.optimizer, state.global_step, state.epoch)
+    ctx.scaler.unscale_(ctx.optimizer)
+    if ctx.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in ctx.optimizer.param_groups for p in g["params"]], ctx.grad_clip)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    if ctx.ema is not None:
+        ctx.ema.update(ctx.raw_model)
+    state.global_step += 1
+    state.step_in_epoch += 1
+    return lr
+
+
 @torch.no_grad()
-def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: list, amp: str,
+def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: list, amp: AmpMode,
                   conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> list[Detections]:
     """The sdk post-processing on a letterboxed uint8 batch ``(B, 3, S, S)`` (RGB)."""
     with autocast(images.device, amp):
@@ -174,7 +199,7 @@ def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: 
 
 @torch.no_grad()
 def evaluate(model: YoloWorld, loader: Iterable[dict], class_embeds: Tensor, categories: list[int],
-             ground_truth: str | dict[str, Any], image_ids: list[int], device: torch.device, amp: str = "none"
+             ground_truth: str | dict[str, Any], image_ids: list[int], device: torch.device, amp: AmpMode = "none"
              ) -> dict[str, Any] | None:
     """COCO mAP of ``model`` (the EMA weights) with the evaluation settings (conf 0.001, IoU 0.7,
     300 per image) and the sdk post-processing; every rank predicts its shard, rank 0 scores.

@@ -1,13 +1,17 @@
-"""``python -m training.finetune``: fine-tune YOLO-World on COCO-format data (DDP, AMP, EMA, resume).
+"""``python -m training.finetune``: fine-tune YOLO-World on your data (DDP, AMP, EMA, resume).
 
     python -m training.finetune                     # the demo: generated data, tiny model, CPU
     python -m training.finetune --weights yolo_world_v2_s_...pth --data data.yaml --epochs 80
     torchrun --nproc_per_node 8 -m training.finetune --weights ... --data data.yaml
+
+Reads top to bottom: :func:`run` resolves the whole configuration (``training.schedule.resolve_config``)
+from the data and the starting point, builds model, loaders and optimiser, then loops over epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -16,6 +20,8 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +38,183 @@ from sdk.model.config import VARIANTS, preset_name
 
 from . import distributed as D
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
-from .config import TrainConfig, add_arguments, official_augmentation, resolve, save_config
-from .data import read_data
+from .config import TrainConfig, add_arguments, resolve, save_config
+from .data import AnyDataset, DataConfig, DetectionDataset, read_data
 from .ema import ModelEMA
-from .engine import LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
+from .engine import EpochContext, LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
 from .loss import YoloWorldLoss
 from .optim import LinearWarmupSchedule, build_optimizer
 from .sampler import ResumableSampler
-from .schedule import resolve_schedule
+from .schedule import RunFacts, Schedule, resolve_config
 from .transforms import TrainDataset, TrainTransform, ValDataset, collate, val_collate
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m training.finetune",
+                                                   description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    demo = len(argv) == 0 or (args.data is None and args.weights is None and args.config is None)
+    try:
+        return run(resolve(args, demo=demo), demo)
+    except (YoloWorldError, ValueError, OSError) as e:
+        print(f"training.finetune: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"training.finetune: stopped: {e}\n  the last good checkpoint is untouched", file=sys.stderr)
+        return 3
+    finally:
+        D.cleanup()
+
+
+@dataclass
+class Run:
+    """Everything a run built once: the resolved config, where it writes, the data and the epoch context."""
+
+    cfg: TrainConfig
+    plan: Schedule
+    out: Path
+    main_proc: bool
+    data: DataConfig
+    class_texts: list[list[str]]
+    categories: list[int]
+    train_ds: TrainDataset
+    sampler: ResumableSampler
+    val: tuple[DataLoader, DetectionDataset] | None
+    epoch: EpochContext
+
+
+def run(cfg: TrainConfig, demo: bool = False) -> int:
+    """Resolve, build, then train epoch by epoch; 0 when done, 130 when stopped (Ctrl-C, SIGTERM)."""
+    r = build_run(cfg)
+    state = LoopState()
+    if r.cfg.resume:
+        if not (r.out / "last.pt").exists():
+            raise FileNotFoundError(f"--resume: {r.out / 'last.pt'} does not exist")
+        e = r.epoch
+        load_training_checkpoint(r.out / "last.pt", e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state)
+    announce(r, state)
+    t_start = time.perf_counter()
+    with stop_on_signals(state, r.main_proc):
+        while state.epoch < r.cfg.epochs:
+            start_epoch(r, state)
+            t0 = time.perf_counter()
+            metrics = train_one_epoch(r.epoch, state)
+            if state.stop_requested:
+                save(r, state, r.out / "last.pt")
+                if r.main_proc:
+                    print(f"stopped in epoch {state.epoch + 1} after step {state.step_in_epoch}; saved "
+                          f"{r.out / 'last.pt'}; continue with --resume --output {r.out}")
+                return 130
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            row: dict[str, Any] = {"epoch": state.epoch, **{f"loss_{k}": metrics[k] for k in ("cls", "box", "dfl")},
+                                   "lr": metrics["lr"], "images_per_s": metrics["images_per_s"],
+                                   "epoch_s": time.perf_counter() - t0}
+            improved = validate(r, state, row)
+            state.history.append(row)
+            save(r, state, r.out / "last.pt")
+            if improved:
+                save(r, state, r.out / "best.pt", resume=False)
+            if r.main_proc:
+                write_log(r.out, state.history)
+                print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    if r.main_proc:
+        plot_curves(r.out, state.history)
+        summary(r.out, state, time.perf_counter() - t_start, demo)
+    return 0
+
+
+# -- building ----------------------------------------------------------------------------------------
+def build_run(cfg: TrainConfig) -> Run:
+    """Data and starting weights first (validated before anything is trained or written), then the one
+    resolution of the configuration, then model, loaders and optimiser."""
+    device_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, local = D.init_distributed(device_name)
+    device = torch.device(f"cuda:{local}" if device_name.startswith("cuda") and world > 1 else device_name)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
+    out = Path(cfg.output)
+    if rank == 0:
+        check_can_create(out)  # before any work; the folder itself is made when training starts
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    data, train_set, val_set = load_data(cfg, out, rank == 0)
+    model, pretrained = load_model(cfg)
+    facts = RunFacts(len(train_set), len(data.class_texts), cfg.mask_refine and _has_polygons(train_set),
+                     preset_name(model.config) or cfg.model or "s", pretrained, world)
+    cfg, plan, warnings = resolve_config(cfg, facts)
+    if rank == 0:
+        for message in warnings:
+            print(f"warning: {message}", file=sys.stderr)
+    if plan.steps_per_epoch < 1:
+        raise ValueError(f"the training set ({len(train_set)} images) gives fewer batches of {cfg.batch_size} per "
+                         f"process than one optimiser step needs ({plan.accumulate})")
+    ddp_model, raw_model, embedder = prepare_model(model, cfg, pretrained, data.class_texts, train_set, device,
+                                                   world, local)
+    train_ds, sampler, loader, val = build_loaders(cfg, train_set, val_set, rank, world, device)
+    optimizer = build_optimizer(raw_model, cfg, plan.nominal_batch,
+                                [embedder.prompts] if embedder.prompts is not None else None)
+    epoch = EpochContext(
+        model=ddp_model, raw_model=raw_model, embedder=embedder, loader=loader, optimizer=optimizer,
+        loss_fn=YoloWorldLoss(reg_max=raw_model.config.reg_max, world_size=world,
+                              mask_padded_texts=cfg.mask_padded_texts),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"), schedule=LinearWarmupSchedule(cfg),
+        ema=ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None, device=device,
+        amp=cfg.amp, accumulate=plan.accumulate, grad_clip=cfg.grad_clip, steps=plan.steps_per_epoch)
+    categories = val_set.categories if val_set is not None else getattr(train_set, "categories", None)
+    return Run(cfg, plan, out, rank == 0, data, data.class_texts, categories or list(range(len(data.class_texts))),
+               train_ds, sampler, val, epoch)
+
+
+def load_data(cfg: TrainConfig, out: Path, main_proc: bool
+              ) -> tuple[DataConfig, AnyDataset, DetectionDataset | None]:
+    """``--data`` (any layout ``training.data.read_data`` takes) or the generated demo set."""
+    from .synthetic import make_shapes_dataset
+
+    path = Path(cfg.data) if cfg.data else out / "data" / "data.yaml"
+    if cfg.data is None:
+        if main_proc and not path.exists():
+            make_shapes_dataset(path.parent)
+        D.barrier()
+    data = read_data(path, cfg.class_texts)
+    train_set = data.build_train(filter_empty_gt=cfg.filter_empty_gt, min_size=cfg.min_size)
+    return data, train_set, data.build_val() if data.val else None
+
+
+def _has_polygons(train_set: AnyDataset) -> bool:
+    return any(train_set.record(i).polygons is not None for i in range(len(train_set)))
+
+
+def load_model(cfg: TrainConfig) -> tuple[YoloWorld, bool]:
+    """(model, from_pretrained). ``--weights`` decides the architecture; a ``--model`` / ``--variant``
+    that contradicts it is an error."""
+    if not cfg.weights:
+        arch = get_config(cfg.model or "s", cfg.variant or "v2")
+        return build_model(dataclasses.replace(arch, neck="efficient") if cfg.mode == "efficient" else arch), False
+    model, _ = load_checkpoint_with_meta(cfg.weights)
+    arch = model.config
+    for name, value in (("model", cfg.model), ("variant", cfg.variant)):
+        if value is None:
+            continue
+        preset = get_config(cfg.model or "s", cfg.variant or "v2")
+        fits = ((preset.widen, preset.deepen, preset.last_stage_channels) == (arch.widen, arch.deepen,
+                                                                               arch.last_stage_channels)
+                if name == "model" else VARIANTS[value] == (arch.neck, arch.head))
+        if not fits:
+            raise CheckpointError(
+                f"--weights {cfg.weights} holds a {arch.neck}/{arch.head} model (widen {arch.widen}, "
+                f"deepen {arch.deepen}); it does not fit --{name} {value}. Drop --{name}: the checkpoint's "
+                f"architecture is used")
+    if cfg.mode == "efficient" and arch.neck != "efficient":
+        if arch.neck == "dual_vlpan":
+            raise CheckpointError("efficient-neck fine-tuning starts from v2 (VL-PAN) weights; "
+                                  f"{cfg.weights} is a v1 dual VL-PAN model")
+        eff = YoloWorld(dataclasses.replace(arch, neck="efficient"))
+        load_official_state_dict(eff, to_official_state_dict(model), source=str(cfg.weights),
+                                 drop_neck_guides=True)
+        model = eff
+    model.train()
+    return model, True
 
 
 def init_head_for_training(model: YoloWorld, num_classes: int, imgsz: int) -> None:
@@ -54,90 +228,10 @@ def init_head_for_training(model: YoloWorld, num_classes: int, imgsz: int) -> No
             reg[-1].bias.fill_(1.0)
 
 
-def build_training_model(cfg: TrainConfig, explicit: set[str]) -> tuple[YoloWorld, bool]:
-    """(model, from_pretrained). ``--weights`` decides the architecture; an explicitly given
-    ``--model``/``--variant`` that contradicts it is an error."""
-    if not cfg.weights:
-        cfg_model = get_config(cfg.model, cfg.variant)
-        if cfg.mode == "efficient":
-            cfg_model = dataclasses.replace(cfg_model, neck="efficient")
-        return build_model(cfg_model), False
-    model, _ = load_checkpoint_with_meta(cfg.weights)
-    arch = model.config
-    for name in sorted({"model", "variant"} & explicit):
-        preset = get_config(cfg.model, cfg.variant)
-        size_ok = (preset.widen, preset.deepen, preset.last_stage_channels) == \
-            (arch.widen, arch.deepen, arch.last_stage_channels)
-        variant_ok = VARIANTS[cfg.variant] == (arch.neck, arch.head)
-        if (name == "model" and not size_ok) or (name == "variant" and not variant_ok):
-            raise CheckpointError(
-                f"--weights {cfg.weights} holds a {arch.neck}/{arch.head} model (widen {arch.widen}, "
-                f"deepen {arch.deepen}); it does not fit --{name} {getattr(cfg, name)}. Drop --{name}: "
-                f"the checkpoint's architecture is used")
-    if cfg.mode == "efficient" and arch.neck != "efficient":
-        if arch.neck == "dual_vlpan":
-            raise CheckpointError("efficient-neck fine-tuning starts from v2 (VL-PAN) weights; "
-                                  f"{cfg.weights} is a v1 dual VL-PAN model")
-        eff = YoloWorld(dataclasses.replace(arch, neck="efficient"))
-        load_official_state_dict(eff, to_official_state_dict(model), source=str(cfg.weights),
-                                 drop_neck_guides=True)
-        model = eff
-    model.train()
-    return model, True
-
-
-def make_demo_data(root: Path) -> Path:
-    from .synthetic import make_shapes_dataset
-
-    return make_shapes_dataset(root)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m training.finetune",
-                                                   description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    demo = len(argv) == 0 or (args.data is None and args.weights is None and args.config is None)
-    try:
-        cfg = resolve(args, demo=demo)
-        explicit = {k for k, v in vars(args).items() if v is not None}
-        return run(cfg, explicit, demo)
-    except (YoloWorldError, ValueError, OSError) as e:
-        print(f"training.finetune: error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"training.finetune: stopped: {e}\n  the last good checkpoint is untouched", file=sys.stderr)
-        return 3
-    finally:
-        D.cleanup()
-
-
-def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
-    device_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world, local = D.init_distributed(device_name)
-    device = torch.device(f"cuda:{local}" if device_name.startswith("cuda") and world > 1 else device_name)
-    if cfg.amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
-    main_proc = rank == 0
-    out = Path(cfg.output)
-    if main_proc:
-        check_can_create(out)  # before any work; the folder itself is made when training starts
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    # ---- data (validated before anything is trained or written) ----
-    data_yaml = Path(cfg.data) if cfg.data else out / "data" / "data.yaml"
-    if cfg.data is None:
-        if main_proc and not data_yaml.exists():
-            make_demo_data(data_yaml.parent)
-        D.barrier()
-    data = read_data(data_yaml, cfg.class_texts)
-    train_set = data.build_train(filter_empty_gt=cfg.filter_empty_gt, min_size=cfg.min_size)
-    val_set = data.build_val() if data.val else None
-    class_texts = data.class_texts
-
-    # ---- model ----
-    model, pretrained = build_training_model(cfg, explicit)
+def prepare_model(model: YoloWorld, cfg: TrainConfig, pretrained: bool, class_texts: list[list[str]],
+                  train_set: AnyDataset, device: torch.device, world: int, local: int
+                  ) -> tuple[nn.Module, YoloWorld, TextEmbedder]:
+    """(the module to call, possibly DDP; the model itself; the text embedder), per ``--mode``."""
     if not pretrained:
         init_head_for_training(model, len(class_texts), cfg.imgsz)
     model.to(device)
@@ -154,24 +248,16 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
         model.config = dataclasses.replace(model.config, text_encoder=None)
     if cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    raw_model = model
-    trainable = any(p.requires_grad for p in model.parameters())
-    ddp_model: nn.Module = model
-    if world > 1 and trainable:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+    if world > 1 and any(p.requires_grad for p in model.parameters()):
+        ids = [local] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids), model, embedder
+    return model, model, embedder
 
-    # ---- loaders ----
-    size = cfg.imgsz
-    # size-dependent defaults follow the model's architecture (--weights decides it, not --model)
-    arch_size = preset_name(raw_model.config) or cfg.model
-    defaults = dict(zip(("affine_scale", "mixup_prob", "copypaste_prob"), official_augmentation(arch_size),
-                        strict=True))
-    has_polygons = cfg.mask_refine and any(train_set.record(i).polygons is not None for i in range(len(train_set)))
-    defaults["min_area_ratio"] = 0.01 if has_polygons else 0.1  # the mask-refine configs' value, else the base's
-    # unset options take the defaults; config.yaml records the values used
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
-    cfg, plan, schedule_warnings = resolve_schedule(cfg, len(train_set), len(class_texts), world, pretrained)
-    transform = TrainTransform(size=size, affine_scale=cfg.affine_scale, num_texts=cfg.num_texts,
+
+def build_loaders(cfg: TrainConfig, train_set: AnyDataset, val_set: DetectionDataset | None, rank: int, world: int,
+                  device: torch.device) -> tuple[TrainDataset, ResumableSampler, DataLoader,
+                                                 tuple[DataLoader, DetectionDataset] | None]:
+    transform = TrainTransform(size=cfg.imgsz, affine_scale=cfg.affine_scale, num_texts=cfg.num_texts,
                                min_area_ratio=cfg.min_area_ratio, mosaic=True, mixup_prob=cfg.mixup_prob,
                                pixel_noise_prob=cfg.pixel_noise_prob, mask_refine=cfg.mask_refine,
                                copypaste_prob=cfg.copypaste_prob)
@@ -181,120 +267,92 @@ def run(cfg: TrainConfig, explicit: set[str], demo: bool = False) -> int:
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0)
-    accumulate, steps_per_epoch = plan.accumulate, plan.steps_per_epoch
-    if steps_per_epoch < 1:
-        raise ValueError(f"the training set ({len(train_set)} images) gives {len(sampler) // cfg.batch_size} "
-                         f"batches of {cfg.batch_size} per process, fewer than one optimiser step ({accumulate})")
-    val_loader = None
-    if val_set is not None:
-        val_ds = ValDataset(val_set, size)
-        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                                sampler=ResumableSampler(len(val_ds), False, rank=rank, world_size=world, pad=False),
-                                collate_fn=val_collate)
+    if val_set is None:
+        return train_ds, sampler, loader, None
+    val_ds = ValDataset(val_set, cfg.imgsz)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                            sampler=ResumableSampler(len(val_ds), False, rank=rank, world_size=world, pad=False),
+                            collate_fn=val_collate)
+    return train_ds, sampler, loader, (val_loader, val_set)
 
-    # ---- optimisation ----
-    effective = cfg.batch_size * world * accumulate
-    extra = [embedder.prompts] if embedder.prompts is not None else None
-    optimizer = build_optimizer(raw_model, cfg, effective, extra)
-    schedule = LinearWarmupSchedule(cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    ema = ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None
-    loss_fn = YoloWorldLoss(reg_max=raw_model.config.reg_max, world_size=world,
-                            mask_padded_texts=cfg.mask_padded_texts)
-    state = LoopState()
-    last, best = out / "last.pt", out / "best.pt"
-    if cfg.resume:
-        if not last.exists():
-            raise FileNotFoundError(f"--resume: {last} does not exist")
-        load_training_checkpoint(last, raw_model, ema, embedder, optimizer, scaler, state)
-    if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml", dataclasses.asdict(plan))
-        print(f"training {len(train_set)} images ({len(class_texts)} classes), val "
-              f"{len(val_set) if val_set else 0}; {world} process(es) x {cfg.batch_size} x accumulate "
-              f"{accumulate} = batch {effective}; {steps_per_epoch} steps/epoch; device {device}, amp {cfg.amp}; "
-              f"affine scale 1 +- {cfg.affine_scale}, mixup {cfg.mixup_prob}, "
-              + (f"polygons: copy-paste {cfg.copypaste_prob}, refined boxes" if has_polygons else "no polygons")
-              + f", min area ratio {cfg.min_area_ratio} ({arch_size} defaults)"
-              + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
-        print(plan.describe() + (" (from pre-trained weights)" if pretrained else " (from scratch)"))
-        for message in schedule_warnings:
-            print(f"warning: {message}", file=sys.stderr)
 
+# -- the loop's steps --------------------------------------------------------------------------------
+def announce(r: Run, state: LoopState) -> None:
+    """The output folder and config.yaml (when training starts), and what the run will do."""
+    if not r.main_proc:
+        return
+    cfg, plan = r.cfg, r.plan
+    r.out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, r.out / "config.yaml", dataclasses.asdict(plan))
+    world = plan.nominal_batch // (cfg.batch_size * plan.accumulate)
+    val = len(r.val[1]) if r.val else 0
+    print(f"training {len(r.train_ds)} images ({len(r.class_texts)} classes), val {val}; {world} process(es) x "
+          f"{cfg.batch_size} x accumulate {plan.accumulate} = batch {plan.nominal_batch}; {plan.steps_per_epoch} "
+          f"steps/epoch; device {r.epoch.device}, amp {cfg.amp}; affine scale 1 +- {cfg.affine_scale}, mixup "
+          f"{cfg.mixup_prob}, min area ratio {cfg.min_area_ratio}"
+          + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
+    print(plan.describe() + (" (from pre-trained weights)" if cfg.weights else " (from scratch)"))
+
+
+@contextlib.contextmanager
+def stop_on_signals(state: LoopState, main_proc: bool) -> Iterator[None]:
+    """Ctrl-C / SIGTERM ask the loop to save and stop at the next step; a second one aborts."""
     def request_stop(signum: int, _frame: Any) -> None:
         if state.stop_requested:
             raise KeyboardInterrupt
         state.stop_requested = True
         if main_proc:
-            print(f"\n{signal.Signals(signum).name}: saving at the next step, then stopping "
-                  f"(again to abort)", file=sys.stderr)
+            print(f"\n{signal.Signals(signum).name}: saving at the next step, then stopping (again to abort)",
+                  file=sys.stderr)
 
-    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    categories = val_set.categories if val_set is not None else getattr(train_set, "categories", None)
-
-    def save(path: Path, resume: bool = True) -> None:
-        if main_proc:
-            save_training_checkpoint(path, raw_model, ema, embedder, optimizer, scaler, state, cfg.to_dict(),
-                                     class_texts, categories or list(range(len(class_texts))),
-                                     with_resume_state=resume)
-        D.barrier()
-
-    def check_time_box() -> None:
-        if cfg.stop_after_steps and state.global_step >= cfg.stop_after_steps:
-            state.stop_requested = True
-
-    t_start = time.perf_counter()
+    old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while state.epoch < cfg.epochs:
-            epoch = state.epoch
-            if epoch >= cfg.epochs - cfg.close_mosaic:
-                train_ds.close_mosaic()
-            train_ds.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            sampler.set_start(state.step_in_epoch * accumulate * cfg.batch_size)
-            t0 = time.perf_counter()
-            metrics = train_one_epoch(ddp_model, raw_model, embedder, loss_fn, loader, optimizer, scaler,
-                                      schedule, ema, state, device, cfg.amp, accumulate, cfg.grad_clip,
-                                      steps_per_epoch, on_step=check_time_box)
-            if state.stop_requested:
-                save(last)
-                if main_proc:
-                    print(f"stopped in epoch {epoch + 1} after step {state.step_in_epoch}; saved {last}; "
-                          f"continue with --resume --output {out}")
-                return 130
-            state.epoch += 1
-            state.step_in_epoch = 0
-            row: dict[str, Any] = {"epoch": state.epoch, **{f"loss_{k}": metrics[k] for k in ("cls", "box", "dfl")},
-                                   "lr": metrics["lr"], "images_per_s": metrics["images_per_s"],
-                                   "epoch_s": time.perf_counter() - t0}
-            validate = val_loader is not None and (state.epoch % cfg.val_interval == 0 or
-                                                   state.epoch > cfg.epochs - cfg.close_mosaic)
-            improved = False
-            if validate:
-                eval_model = ema.module if ema is not None else raw_model
-                names = [ps[0] for ps in class_texts]  # official validation: first prompt, fixed order
-                class_embeds = embedder([names])[0].detach()
-                res = evaluate(eval_model, val_loader, class_embeds, val_set.categories, data.val.ground_truth(),
-                               val_set.image_ids, device, cfg.amp)
-                if main_proc:
-                    row.update(mAP=res["AP"], mAP50=res["AP50"])
-                    improved = res["AP"] > state.best_map
-                    state.best_map = max(state.best_map, res["AP"])
-            state.history.append(row)
-            save(last)
-            if improved:
-                save(best, resume=False)
-            if main_proc:
-                write_log(out, state.history)
-                print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        yield
     finally:
-        for s, h in old_handlers.items():
+        for s, h in old.items():
             signal.signal(s, h)
-    if main_proc:
-        plot_curves(out, state.history)
-        summary(out, state, time.perf_counter() - t_start, demo)
-    return 0
+
+
+def start_epoch(r: Run, state: LoopState) -> None:
+    if state.epoch >= r.cfg.epochs - r.cfg.close_mosaic:
+        r.train_ds.close_mosaic()
+    r.train_ds.set_epoch(state.epoch)
+    r.sampler.set_epoch(state.epoch)
+    r.sampler.set_start(state.step_in_epoch * r.plan.accumulate * r.cfg.batch_size)
+    if r.cfg.stop_after_steps:  # a time-boxed run stops as if interrupted
+        def check_time_box() -> None:
+            if state.global_step >= r.cfg.stop_after_steps:
+                state.stop_requested = True
+
+        r.epoch.on_step = check_time_box
+
+
+def validate(r: Run, state: LoopState, row: dict[str, Any]) -> bool:
+    """COCO mAP of the EMA weights every ``val_interval`` epochs and every epoch once mosaic is closed;
+    adds mAP/mAP50 to ``row``; True when the best so far."""
+    cfg = r.cfg
+    if r.val is None or not (state.epoch % cfg.val_interval == 0 or state.epoch > cfg.epochs - cfg.close_mosaic):
+        return False
+    loader, val_set = r.val
+    e = r.epoch
+    model = e.ema.module if e.ema is not None else e.raw_model
+    names = [ps[0] for ps in r.class_texts]  # official validation: first prompt, fixed order
+    res = evaluate(model, loader, e.embedder([names])[0].detach(), val_set.categories, r.data.val.ground_truth(),
+                   val_set.image_ids, e.device, cfg.amp)
+    if not r.main_proc:
+        return False
+    row.update(mAP=res["AP"], mAP50=res["AP50"])
+    improved = res["AP"] > state.best_map
+    state.best_map = max(state.best_map, res["AP"])
+    return improved
+
+
+def save(r: Run, state: LoopState, path: Path, resume: bool = True) -> None:
+    if r.main_proc:
+        e = r.epoch
+        save_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state, r.cfg.to_dict(),
+                                 r.class_texts, r.categories, with_resume_state=resume)
+    D.barrier()
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:

@@ -31,7 +31,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .config import TrainConfig
+from .config import TrainConfig, official_augmentation
 
 OFFICIAL_NOMINAL_BATCH = 128
 MIN_STEPS_PER_EPOCH = 50
@@ -94,7 +94,7 @@ def resolve_schedule(cfg: TrainConfig, train_images: int, num_classes: int, worl
     else:
         nominal = min(max(train_images // MIN_STEPS_PER_EPOCH, per_step), OFFICIAL_NOMINAL_BATCH)
     accumulate = max(round(nominal / per_step), 1)
-    micro_per_epoch = train_images // per_step  # each process's full batches
+    micro_per_epoch = -(-train_images // world) // cfg.batch_size  # each process's full batches (padded sampler)
     steps_per_epoch = micro_per_epoch // accumulate
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -122,6 +122,30 @@ def resolve_schedule(cfg: TrainConfig, train_images: int, num_classes: int, worl
     return resolved, schedule, _warnings(schedule, train_images, cfg)
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What the configuration depends on, read before anything is built."""
+
+    train_images: int
+    num_classes: int
+    has_polygons: bool  # the training annotations carry segmentation polygons (and mask_refine is on)
+    arch_size: str  # preset of the model's architecture ("tiny", "s", ...; --weights decides it)
+    pretrained: bool  # starting from --weights
+    world: int = 1  # processes
+    cores: int | None = None  # per process; None: this machine's
+
+
+def resolve_config(cfg: TrainConfig, facts: RunFacts) -> tuple[TrainConfig, Schedule, list[str]]:
+    """Every field left unset, filled: the augmentation defaults of the architecture's official config
+    (``official_augmentation``; the mask-refine box filter 0.01 with polygons, 0.1 without) and the
+    schedule (:func:`resolve_schedule`). The one place a run's configuration is decided."""
+    affine, mixup, copypaste = official_augmentation(facts.arch_size)
+    defaults = {"affine_scale": affine, "mixup_prob": mixup, "copypaste_prob": copypaste,
+                "min_area_ratio": 0.01 if facts.has_polygons else 0.1}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+    return resolve_schedule(cfg, facts.train_images, facts.num_classes, facts.world, facts.pretrained, facts.cores)
+
+
 def _warnings(s: Schedule, train_images: int, cfg: TrainConfig) -> list[str]:
     out = []
     if s.warmup_steps >= s.total_steps:
@@ -135,4 +159,4 @@ def _warnings(s: Schedule, train_images: int, cfg: TrainConfig) -> list[str]:
     return out
 
 
-__all__ = ["Schedule", "cores_per_process", "resolve_schedule"]
+__all__ = ["RunFacts", "Schedule", "cores_per_process", "resolve_config", "resolve_schedule"]

@@ -79,3 +79,20 @@ def test_the_demo_types_only_what_a_user_would():
     assert set(DEMO) <= {"model", "data", "epochs", "imgsz", "batch_size", "output"}
     _, s, warnings = resolve_schedule(TrainConfig(**DEMO), 64, 4, 1, pretrained=False, cores=2)
     assert (s.nominal_batch, s.steps_per_epoch, s.warmup_steps, s.num_texts) == (8, 8, 32, 4) and not warnings
+
+
+def test_resolve_config_is_the_one_place_a_run_is_decided():
+    """Architecture-dependent augmentation (official per-size configs), the polygon-dependent box filter
+    and the schedule, in one call; typed values stay."""
+    from training.schedule import RunFacts, resolve_config
+
+    facts = RunFacts(train_images=600, num_classes=6, has_polygons=True, arch_size="m", pretrained=True, cores=8)
+    cfg, s, warnings = resolve_config(TrainConfig(epochs=30), facts)
+    assert (cfg.affine_scale, cfg.mixup_prob, cfg.copypaste_prob, cfg.min_area_ratio) == (0.9, 0.1, 0.1, 0.01)
+    assert cfg.lr == pytest.approx(2e-4) and cfg.workers == 4 and s.num_texts == 6 and not warnings
+    boxes_only = dataclasses.replace(facts, has_polygons=False, arch_size="s")
+    cfg, _, _ = resolve_config(TrainConfig(epochs=30, mixup_prob=0.0), boxes_only)
+    assert (cfg.affine_scale, cfg.mixup_prob, cfg.copypaste_prob, cfg.min_area_ratio) == (0.5, 0.0, 0.3, 0.1)
+    # every derived field is filled: nothing downstream sees a None
+    assert all(getattr(cfg, name) is not None for name in ("lr", "total_batch_size", "warmup_iters", "ema_momentum",
+                                                            "ema_gamma", "workers", "num_texts", "affine_scale"))
