@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from sdk.model import STRIDES
+from sdk.model.boxes import anchor_points, dfl_bins, dfl_expectation, distances_to_boxes
 
 
 class DeployModel(nn.Module):
@@ -24,16 +25,10 @@ class DeployModel(nn.Module):
         super().__init__()
         self.folded = folded
         self.reg_max = reg_max
-        points, strides = [], []
-        for s in STRIDES:
-            n = imgsz // s
-            ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
-                                    indexing="ij")
-            points.append(torch.stack(((xs.reshape(-1) + 0.5) * s, (ys.reshape(-1) + 0.5) * s), -1))
-            strides.append(torch.full((n * n, 1), float(s)))
-        self.register_buffer("points", torch.cat(points)[None])  # (1, A, 2)
-        self.register_buffer("strides", torch.cat(strides)[None])  # (1, A, 1)
-        self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32).reshape(1, 1, reg_max, 1))
+        points, strides = anchor_points([(imgsz // s, imgsz // s) for s in STRIDES], STRIDES)
+        self.register_buffer("points", points[None])  # (1, A, 2)
+        self.register_buffer("strides", strides[None])  # (1, A, 1)
+        self.register_buffer("bins", dfl_bins(reg_max, 2, 4))  # (1, 1, R, 1): a named initializer
         self.group_width = 0
         identity = class_columns is None or class_columns == [[i] for i in range(num_columns)]
         if not identity:
@@ -57,7 +52,6 @@ class DeployModel(nn.Module):
         dists = []
         for t in box_dists:
             b, _, h, w = t.shape
-            p = t.reshape(b, 4, self.reg_max, h * w).softmax(2)
-            dists.append((p * self.bins).sum(2))  # (B, 4, HW) expected bin, stride units
+            dists.append(dfl_expectation(t.reshape(b, 4, self.reg_max, h * w), 2, self.bins))  # (B, 4, HW)
         ltrb = torch.cat(dists, 2).transpose(1, 2) * self.strides  # (B, A, 4) pixels
-        return torch.cat((self.points - ltrb[..., :2], self.points + ltrb[..., 2:]), -1)
+        return distances_to_boxes(self.points, ltrb)

@@ -1,5 +1,5 @@
-"""Box geometry for training: CIoU (YOLOv5 form, as mmyolo's ``bbox_overlaps(iou_mode='ciou')``),
-anchor points and distance encoding. Boxes are xyxy."""
+"""Box geometry for training: CIoU (YOLOv5 form, as mmyolo's ``bbox_overlaps(iou_mode='ciou')``) and
+distance encoding (the DFL targets). Boxes are xyxy; the anchor grid and decoding are ``sdk.model.boxes``."""
 
 from __future__ import annotations
 
@@ -33,24 +33,6 @@ def ciou(box1: Tensor, box2: Tensor, eps: float = CIOU_EPS) -> Tensor:
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return (iou - (rho2 / c2 + alpha * v)).clamp(min=-1.0, max=1.0)
-
-
-def anchor_points(feat_hw: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device | None = None
-                  ) -> tuple[Tensor, Tensor]:
-    """Anchor centres ``(A, 2)`` (x, y) in input pixels and strides ``(A, 1)``, level-major,
-    row-major, centres at ``(i + 0.5) * stride`` (same order as ``sdk.postprocess``)."""
-    points, stride_list = [], []
-    for (h, w), s in zip(feat_hw, strides, strict=True):
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                                torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-        points.append(torch.stack(((xs.reshape(-1) + 0.5) * s, (ys.reshape(-1) + 0.5) * s), -1))
-        stride_list.append(torch.full((h * w, 1), float(s), device=device))
-    return torch.cat(points), torch.cat(stride_list)
-
-
-def distances_to_boxes(points: Tensor, ltrb: Tensor) -> Tensor:
-    """(l, t, r, b) distances from points -> xyxy boxes (same units)."""
-    return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), -1)
 
 
 def boxes_to_distances(points: Tensor, boxes: Tensor, max_dist: float, eps: float = 0.01) -> Tensor:

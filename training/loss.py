@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdk.model import STRIDES, HeadOutputs
+from sdk.model.boxes import anchor_points, dfl_expectation, distances_to_boxes
 
 from .assigner import TaskAlignedAssigner
-from .boxes import anchor_points, boxes_to_distances, ciou, distances_to_boxes
+from .boxes import boxes_to_distances, ciou
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,7 @@ class YoloWorldLoss:
         cls_logits = torch.cat([t.flatten(2) for t in out.cls_logits], 2).transpose(1, 2).float()  # (B,A,T)
         dists = torch.cat([t.flatten(2) for t in out.box_dists], 2).transpose(1, 2).float()  # (B,A,4R)
         dists = dists.reshape(b, -1, 4, self.reg_max)
-        bins = torch.arange(self.reg_max, device=device, dtype=torch.float32)
-        ltrb = dists.softmax(-1) @ bins  # (B, A, 4) stride units
+        ltrb = dfl_expectation(dists, -1)  # (B, A, 4) stride units
         pred_boxes = distances_to_boxes(points, ltrb * strides)  # pixels
 
         assigned = self.assigner(pred_boxes.detach(), cls_logits.detach().sigmoid(), points,
