@@ -13,7 +13,7 @@ is recorded: compare the ``min`` columns when it is high.
 Two INT8 forms: ``int8`` (symmetric int8 activations, TensorRT's form; on x86 ONNX Runtime runs most
 of its convs as DequantizeLinear -> float Conv) and ``int8-uint8`` (asymmetric uint8 activations,
 fused by ONNX Runtime into QLinearConv). Agreement of each conversion with FP32
-(``export.precision.agreement``, 8 images, conf 0.25) is recorded too; on a random model it says
+(``export.agreement.agreement``, 8 images, conf 0.25) is recorded too; on a random model it says
 little about a trained one.
 
     python benchmarks/bench_onnx_precision.py [--batches 1 8] [--precisions fp32 int8 int8-uint8 fp16]
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_name  # noqa: E402
+from sdk.atomic import atomic_write_text  # noqa: E402
 from sdk.benchmark import synthetic_bgr  # noqa: E402
 
 
@@ -96,6 +97,71 @@ def summary(times: list[float], batch: int) -> dict:
             "throughput_img_s": batch / med}
 
 
+def export_all(model, vocab, emb, precisions: list[str], imgsz: int, calib_images: int, tmp: Path
+               ) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Each precision through the library's export pipeline (``export.pipeline.export_artifact``, raw
+    outputs); returns the artifacts and per precision the export seconds, size and node counts."""
+    import cv2
+    import onnx
+
+    from export.pipeline import ExportOptions, export_artifact
+
+    calib = tmp / "calib"
+    calib.mkdir()
+    for i, img in enumerate(synthetic_bgr(calib_images, 100, imgsz)):
+        cv2.imwrite(str(calib / f"{i:03d}.png"), img)
+    paths, conversions = {}, {}
+    for precision in precisions:
+        base, acts = ("int8", "uint8") if precision == "int8-uint8" else (precision, "int8")
+        if base not in ("fp32", "fp16", "int8"):
+            raise SystemExit(f"unknown precision {precision!r}")
+        paths[precision] = tmp / f"s_{precision}.onnx"
+        options = ExportOptions(precision=base, imgsz=imgsz, calib_images=str(calib) if base == "int8" else None,
+                                int8_activations=acts)
+        t = time.perf_counter()
+        export_artifact(model, vocab, paths[precision], options, emb, log=lambda *_: None)
+        conversions[precision] = {"seconds": time.perf_counter() - t, "size_mb": paths[precision].stat().st_size / 1e6}
+        if precision != "fp32":
+            nodes = [n.op_type for n in onnx.load(str(paths[precision])).graph.node]
+            conversions[precision].update(quantize_linear=nodes.count("QuantizeLinear"), cast=nodes.count("Cast"))
+    return paths, conversions
+
+
+def time_all(paths: dict[str, Path], deploy, imgsz: int, batches: list[int], warmup: int, repeats: int,
+             threads: int) -> list[dict]:
+    """ONNX Runtime sessions of every precision in round robin, then PyTorch (``deploy``, unless None)."""
+    import onnxruntime as ort
+    import torch
+
+    from sdk.preprocess import preprocess
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # no busy-waiting after a run: interleaved sessions would otherwise steal each other's cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    results = []
+    for batch in batches:
+        x = preprocess(synthetic_bgr(batch, 50 + batch, imgsz), imgsz)[0]
+        n = repeats if batch == 1 else max(3, repeats // 4)
+        runners = {}
+        for precision, path in paths.items():
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            runners[("onnxruntime", precision)] = lambda s=session, x=x: s.run(None, {"images": x})
+        times = timed_round_robin(runners, warmup, n)
+        del runners  # sessions (and their threads) gone before PyTorch runs
+        if deploy is not None:
+            xt = torch.from_numpy(x)
+            with torch.inference_mode():
+                times.update(timed_round_robin({("pytorch", "fp32"): lambda d=deploy, xt=xt: d(xt)}, warmup, n))
+        for (engine, precision), t in times.items():
+            results.append({"engine": engine, "precision": precision, "batch": batch, **summary(t, batch)})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--imgsz", type=int, default=640)
@@ -115,71 +181,25 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from export.onnx_export import build_deploy_model, export_onnx
-    from export.precision import agreement, convert_fp16, quantize_int8
-    from sdk.preprocess import preprocess
+    from export.agreement import agreement
+    from export.onnx_export import build_deploy_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
     model, vocab, emb = build(args.imgsz)
-    results, conversions, agreements = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
-        paths = {"fp32": Path(tmp) / "s_fp32.onnx"}
-        t = time.perf_counter()
-        export_onnx(model, vocab, emb, paths["fp32"], imgsz=args.imgsz, verify_batches=(1,), log=lambda *_: None)
-        export_seconds = time.perf_counter() - t  # fold, export, onnxslim, ORT-vs-PyTorch check
-        for precision in args.precisions:
-            t = time.perf_counter()
-            if precision in ("int8", "int8-uint8"):
-                paths[precision] = Path(tmp) / f"s_{precision}.onnx"
-                quantize_int8(paths["fp32"], paths[precision], synthetic_bgr(args.calib_images, 100, args.imgsz),
-                              args.imgsz, activations="uint8" if precision == "int8-uint8" else "int8",
-                              log=lambda *_: None)
-            elif precision == "fp16":
-                paths["fp16"] = Path(tmp) / "s_fp16.onnx"
-                convert_fp16(paths["fp32"], paths["fp16"])
-            elif precision != "fp32":
-                raise SystemExit(f"unknown precision {precision!r}")
-            conversions[precision] = {"seconds": export_seconds if precision == "fp32" else time.perf_counter() - t,
-                                      "size_mb": paths[precision].stat().st_size / 1e6}
-            if precision != "fp32":
-                nodes = [n.op_type for n in onnx.load(str(paths[precision])).graph.node]
-                conversions[precision].update(quantize_linear=nodes.count("QuantizeLinear"),
-                                              cast=nodes.count("Cast"))
+        paths, conversions = export_all(model, vocab, emb, ["fp32", *[x for x in args.precisions if x != "fp32"]],
+                                        args.imgsz, args.calib_images, Path(tmp))
         eval_images = synthetic_bgr(8, 7, args.imgsz)
-        for precision in args.precisions:
-            if precision != "fp32":
-                report = agreement(paths["fp32"], paths[precision], eval_images, args.imgsz)
-                agreements[precision] = dict(report)
-                print(f"{precision} vs fp32: {report}", flush=True)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # no busy-waiting after a run: interleaved sessions would otherwise steal each other's cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if args.threads:
-            options.intra_op_num_threads = args.threads
-        for batch in args.batches:
-            x = preprocess(synthetic_bgr(batch, 50 + batch, args.imgsz), args.imgsz)[0]
-            repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
-            runners = {}
-            for precision in args.precisions:
-                session = ort.InferenceSession(str(paths[precision]), options, providers=["CPUExecutionProvider"])
-                runners[("onnxruntime", precision)] = lambda s=session, x=x: s.run(None, {"images": x})
-            times = timed_round_robin(runners, args.warmup, repeats)
-            del runners  # sessions (and their threads) gone before PyTorch runs
-            if not args.no_torch:
-                deploy = build_deploy_model(model, vocab, emb, args.imgsz)
-                xt = torch.from_numpy(x)
-                with torch.inference_mode():
-                    times.update(timed_round_robin({("pytorch", "fp32"): lambda d=deploy, xt=xt: d(xt)},
-                                                   args.warmup, repeats))
-            for (engine, precision), t in times.items():
-                r = {"engine": engine, "precision": precision, "batch": batch, **summary(t, batch)}
-                print(json.dumps(r), flush=True)
-                results.append(r)
+        agreements = {x: dict(agreement(paths["fp32"], paths[x], eval_images, args.imgsz)) for x in paths
+                      if x != "fp32"}
+        for x, report in agreements.items():
+            print(f"{x} vs fp32: {report}", flush=True)
+        deploy = None if args.no_torch else build_deploy_model(model, vocab, emb, args.imgsz)
+        results = time_all({x: paths[x] for x in args.precisions}, deploy, args.imgsz, args.batches, args.warmup,
+                           args.repeats, args.threads)
     report = {
         "what": "S v2 (random, calibrated, tempered), 80 folded classes, raw scores/boxes outputs; session.run / "
                 "DeployModel forward only, no pre/post-processing",
@@ -195,6 +215,8 @@ def main() -> None:
                      "ort_allow_spinning": False,
                      "ort_threads": args.threads or "default", "torch_threads": torch.get_num_threads(),
                      "ort_graph_optimization": "ORT_ENABLE_ALL", "calibration_images": args.calib_images,
+                     "export": "export.pipeline.export_artifact (the CLI's pipeline; seconds include the fp32 "
+                               "export each conversion starts from)",
                      "int8": "QDQ, symmetric int8 activations (TensorRT explicit quantization), per-channel "
                              "symmetric int8 weights, MinMax, decode tail float",
                      "int8-uint8": "as int8 but asymmetric uint8 activations (what ORT's x86 kernels fuse)",
@@ -206,8 +228,7 @@ def main() -> None:
         "results": results,
         "date": time.strftime("%Y-%m-%d %H:%M"), "total_seconds": time.perf_counter() - t0,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    atomic_write_text(args.out, json.dumps(report, indent=1))
     print(f"-> {args.out}")
 
 

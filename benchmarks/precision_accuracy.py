@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import repo_path  # noqa: E402
-from export.main import main as export_main  # noqa: E402
+from export.pipeline import ExportOptions, export_artifact  # noqa: E402
 from sdk import Detector  # noqa: E402
+from sdk.atomic import atomic_write_text  # noqa: E402
 from sdk.evaluation import coco_evaluate  # noqa: E402
 
 
@@ -50,14 +51,19 @@ def main() -> None:
     report = {"checkpoint": repo_path(ckpt), "imgsz": args.imgsz, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "settings": "conf 0.001, iou 0.7, max_det 300",
               "results": {"pytorch_fp32": evaluate(ckpt, ann, images, args.imgsz)}}
+    from sdk.model.checkpoint import load_checkpoint_with_meta
+    from sdk.vocabulary import Vocabulary
+
+    model, meta = load_checkpoint_with_meta(ckpt)
+    vocab = Vocabulary.from_any(meta["vocabulary"])
     for precision in ("fp32", "fp16", "int8"):
         out = work / f"model_{precision}.onnx"
-        extra = ["--calib-images", str(calib)] if precision == "int8" else []
-        assert export_main(["--weights", str(ckpt), "--imgsz", str(args.imgsz), "--output", str(out),
-                            "--precision", precision, *extra]) == 0
+        options = ExportOptions(precision=precision, imgsz=args.imgsz,
+                                calib_images=str(calib) if precision == "int8" else None)
+        export_artifact(model, vocab, out, options)
         report["results"][f"onnx_{precision}"] = evaluate(out, ann, images, args.imgsz)
     print(json.dumps(report, indent=1))
-    args.out.write_text(json.dumps(report, indent=1))
+    atomic_write_text(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

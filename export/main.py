@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from sdk.errors import YoloWorldError
+from sdk.manifest import NmsSettings
+
+from .pipeline import ExportOptions, check_options, export_artifact
+from .verify import DEFAULT_TOLERANCE
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,126 +74,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def options_from(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(
+        engine=args.engine, output_form=args.output_form, precision=args.precision, imgsz=args.imgsz,
+        opset=args.opset, max_batch=args.batch, opt_batch=args.opt_batch, dynamic_batch=not args.static_batch,
+        simplify=not args.no_simplify, nms=NmsSettings(args.conf, args.iou, args.max_det, args.agnostic),
+        calib_images=args.calib_images, calib_cache=args.calib_cache, int8_activations=args.int8_activations,
+        open_vocab=args.open_vocab, capacity=args.capacity, workspace_gib=args.workspace_gib,
+        cache_dir=args.cache_dir,
+        tolerance=None if args.no_verify else DEFAULT_TOLERANCE.scaled(args.verify_tolerance))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Validate, then export; a failure removes every file this run created (nothing half-made)."""
-    from sdk.atomic import removed_on_failure
-
-    out = Path(args.output)
-    onnx_path = out if args.engine == "onnx" else (out.with_suffix(".onnx") if args.engine == "trt"
-                                                   else out.parent / f"{out.name}.build.onnx")
-    reference = onnx_path.with_name(onnx_path.stem + ".fp32.onnx")
-    created = [onnx_path, reference, onnx_path.with_name(onnx_path.stem + ".raw.onnx")]
-    created += [Path(f"{p}.json") for p in created]
-    created += [out, out.with_suffix(".timing.cache"), onnx_path.with_name(onnx_path.stem + ".text_encoder.onnx")]
-    with removed_on_failure(*created):
-        return _run(args, out, onnx_path, reference)
-
-
-def _run(args: argparse.Namespace, out: Path, onnx_path: Path, reference: Path) -> int:
-    from sdk.atomic import check_can_create
+    """argparse -> :class:`ExportOptions`; the checkpoint and its vocabulary; one ``export_artifact`` call."""
     from sdk.backends.torch import encode_texts
     from sdk.errors import VocabularyError
-    from sdk.manifest import NmsSettings, read_manifest
+    from sdk.manifest import file_sha256
     from sdk.model.checkpoint import load_checkpoint_with_meta
     from sdk.vocabulary import Vocabulary
 
-    from .onnx_export import export_onnx, file_sha256
-    from .verify import DEFAULT_TOLERANCE
-
     t0 = time.perf_counter()
-    form = args.output_form or ("trt_nms" if args.engine == "trt" else "raw")
-    if args.engine == "onnx" and out.suffix.lower() != ".onnx":
-        raise ValueError(f"--output {out}: expected a .onnx path for --engine onnx")
-    if args.engine == "trt" and out.suffix.lower() not in (".engine", ".plan"):
-        raise ValueError(f"--output {out}: expected a .engine or .plan path for --engine trt")
-    folder = out if args.engine == "triton" else out.parent
-    if args.engine != "triton" and not folder.is_dir():
-        raise ValueError(f"--output {out}: folder {folder} does not exist")
-    check_can_create(folder)  # before minutes of export work
-    if args.engine == "trt":
-        from .tensorrt import import_tensorrt
-
-        import_tensorrt()  # fails fast, before any export work, with a clear message
-    if args.precision == "int8" and not args.calib_images:
-        raise ValueError("--precision int8 needs --calib-images DIR (representative images of your data)")
-    tolerance = None if args.no_verify else DEFAULT_TOLERANCE.scaled(args.verify_tolerance)
+    options = options_from(args)
+    check_options(Path(args.output), options)  # before the checkpoint is even read
     model, meta = load_checkpoint_with_meta(args.weights)
-    source = file_sha256(args.weights)
-    nms = NmsSettings(args.conf, args.iou, args.max_det, args.agnostic)
-    common: dict[str, Any] = dict(imgsz=args.imgsz, opset=args.opset, dynamic_batch=not args.static_batch,
-                                  max_batch=args.batch, simplify=not args.no_simplify, source_sha256=source, nms=nms,
-                                  tolerance=tolerance)
-    if args.open_vocab:
-        if args.precision != "fp32" or form != "raw":
-            raise ValueError("--open-vocab exports fp32 and the raw output form only")
-        from .open_vocab import export_open_vocab
-
-        export_open_vocab(model, onnx_path, capacity=args.capacity, **common)
-    else:
+    vocab, emb = None, None
+    if not options.open_vocab:
         classes = args.classes or meta.get("vocabulary")
         if not classes:
             raise VocabularyError(f"{args.weights} stores no vocabulary; pass --classes")
         vocab = Vocabulary.from_any(classes, args.prompt_merge, args.pad_prompt)
         emb = vocab.embeddings(lambda texts: encode_texts(model, meta.get("text_embeddings"), texts))
-        if args.precision == "fp32":
-            export_onnx(model, vocab, emb, onnx_path, output_form=form, **common)
-        else:
-            export_onnx(model, vocab, emb, reference, output_form="raw", **common)
-            _convert_precision(args, reference, onnx_path, form, nms)
-    if args.engine == "trt":
-        from .tensorrt import build_engine
-
-        build_engine(onnx_path, out, 1, min(args.opt_batch, args.batch), args.batch if not args.static_batch else 1,
-                     workspace_gib=args.workspace_gib, timing_cache=out.with_suffix(".timing.cache"),
-                     cache_dir=Path(args.cache_dir) if args.cache_dir else None)
-    elif args.engine == "triton":
-        from .triton import write_triton_repository
-
-        model_dir = write_triton_repository(onnx_path, out, max_batch=read_manifest(onnx_path).max_batch)
-        onnx_path.unlink()  # the repository holds its own copy
-        Path(f"{onnx_path}.json").unlink(missing_ok=True)
-        print(f"Triton model repository: {model_dir} (serve with: tritonserver --model-repository {out})")
-    print(f"done in {time.perf_counter() - t0:.1f} s: {out}")
+    export_artifact(model, vocab, args.output, options, emb, source_sha256=file_sha256(args.weights))
+    print(f"done in {time.perf_counter() - t0:.1f} s: {args.output}")
     return 0
-
-
-def _convert_precision(args: argparse.Namespace, reference: Path, dst: Path, form: str, nms: Any) -> None:
-    """fp16 / int8 from the fp32 raw ``reference``; NMS (if any) appended after conversion; report the
-    agreement with fp32 on the calibration images (or generated ones)."""
-    import onnx
-
-    from sdk.images import expand_sources, load
-    from sdk.manifest import read_manifest
-
-    from .nms_graph import append_nms
-    from .onnx_export import save_onnx
-    from .precision import agreement, convert_fp16, copy_manifest, quantize_int8
-    from .verify import check_images
-
-    raw = dst if form == "raw" else dst.with_name(dst.stem + ".raw.onnx")
-    if args.precision == "fp16":
-        convert_fp16(reference, raw)
-        extra: dict[str, Any] = {}
-    else:
-        info = quantize_int8(reference, raw, args.calib_images, args.imgsz, cache=args.calib_cache,
-                             activations=args.int8_activations)
-        extra = {"calibration": {k: v for k, v in (info or {}).items() if isinstance(v, (int, float, str))}}
-    copy_manifest(reference, raw, args.precision, extra)
-    if args.calib_images:
-        images = [load(s, i)[0] for i, s in enumerate(expand_sources(args.calib_images)[:32])]
-    else:
-        images = [(img.transpose(1, 2, 0)[..., ::-1] * 255).astype("uint8") for img in check_images(args.imgsz)]
-    report = agreement(reference, raw, images, args.imgsz, conf=args.conf, iou=args.iou)
-    print(f"{args.precision} vs fp32 on {len(images)} images: " + ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()))
-    if form != "raw":
-        manifest = read_manifest(raw)
-        proto = append_nms(onnx.load(str(raw)), nms, form)
-        manifest = dataclasses.replace(manifest, output_form=form,
-                                       output_names=tuple(o.name for o in proto.graph.output))
-        save_onnx(proto, manifest, dst)
-        raw.unlink()
-        Path(f"{raw}.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

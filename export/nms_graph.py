@@ -33,11 +33,13 @@ one anchor only in the degenerate cases iou = 1 or a zero-area box.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sdk.manifest import NmsSettings
+from sdk.manifest import NmsSettings, OutputForm
 from sdk.postprocess import postprocess_image
 from sdk.preprocess import LetterboxInfo
 
@@ -51,7 +53,7 @@ TRT_PLUGIN = "EfficientNMS_TRT"
 _P = "nms/"  # prefix of every tensor and node this module adds
 
 
-def append_nms(model: onnx.ModelProto, nms: NmsSettings, output_form: str) -> onnx.ModelProto:
+def append_nms(model: onnx.ModelProto, nms: NmsSettings, output_form: OutputForm) -> onnx.ModelProto:
     """Dispatch on the manifest's ``output_form`` (``"nms"`` or ``"trt_nms"``)."""
     if output_form == "nms":
         return append_onnx_nms(model, nms)
@@ -85,8 +87,16 @@ def append_onnx_nms(model: onnx.ModelProto, nms: NmsSettings) -> onnx.ModelProto
     scores, boxes = _float32_inputs(graph)
     c = _Consts(graph)
     add = _adder(graph)
-    i64 = c.tensor
+    selections = _select(add, c, scores, boxes, nms)
+    _rank_and_pad(add, c, scores, *selections, nms)
+    _set_outputs(graph, batch_dim, nms.max_det)
+    return out
 
+
+def _select(add: Any, c: _Consts, scores: str, boxes: str, nms: NmsSettings) -> tuple[str, str, str, str]:
+    """``NonMaxSuppression`` over every candidate: (batch index (N,), boxes (N, 4), scores (N,),
+    classes (N,)) of the N selected (image, class, anchor) triples."""
+    i64 = c.tensor
     if nms.agnostic:
         best = add("ArgMax", [scores], axis=2, keepdims=1)  # (B, A, 1) int64
         best_score = add("GatherElements", [scores, best], axis=2)  # (B, A, 1)
@@ -104,7 +114,14 @@ def append_onnx_nms(model: onnx.ModelProto, nms: NmsSettings) -> onnx.ModelProto
         sel_classes = add("Reshape", [add("GatherND", [best, batch_anchor]), i64("flat", [-1])])
     else:
         sel_classes = add("Gather", [selected, i64("one", 1)], axis=1)  # (N,)
+    return batch_of, sel_boxes, sel_scores, sel_classes
 
+
+def _rank_and_pad(add: Any, c: _Consts, scores: str, batch_of: str, sel_boxes: str, sel_scores: str,
+                  sel_classes: str, nms: NmsSettings) -> None:
+    """Per image the best ``max_det`` selections (TopK over a (B, N) score matrix masked by image),
+    padded to ``max_det``: the graph outputs ``num_dets``, ``det_boxes``, ``det_scores``, ``det_classes``."""
+    i64 = c.tensor
     # per image: a (B, N) matrix holding the scores of that image's selections, -1 elsewhere
     batch = add("Gather", [add("Shape", [scores]), i64("zero", 0)], axis=0)  # scalar B
     rows = add("Unsqueeze", [add("Range", [i64("zero", 0), batch, i64("one", 1)]), i64("ax1", [1])])
@@ -126,8 +143,6 @@ def append_onnx_nms(model: onnx.ModelProto, nms: NmsSettings) -> onnx.ModelProto
     add("Pad", [k_boxes, pads3, c.f32("zero_f", 0.0)], name="det_boxes", mode="constant")
     add("Pad", [k_scores, pads2, c.f32("zero_f", 0.0)], name="det_scores", mode="constant")
     add("Pad", [k_classes, pads2, c.i32("class_pad", CLASS_PAD)], name="det_classes", mode="constant")
-    _set_outputs(graph, batch_dim, nms.max_det)
-    return out
 
 
 def append_trt_efficient_nms(model: onnx.ModelProto, nms: NmsSettings) -> onnx.ModelProto:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 import sdk
-from sdk.manifest import MANIFEST_KEY, Manifest, NmsSettings, file_sha256, write_sidecar
+from sdk.manifest import Manifest, NmsSettings, OutputForm, file_sha256
 from sdk.model import YoloWorld
 from sdk.vocabulary import Vocabulary
 
+from .artifact import save_onnx
 from .deploy import DeployModel
 from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require, skipped
 
@@ -66,7 +67,7 @@ def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndar
 def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, path: str | os.PathLike,
                 imgsz: int = 640, opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32,
                 simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
-                verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: str = "raw",
+                verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: OutputForm = "raw",
                 tolerance: Tolerance | None = DEFAULT_TOLERANCE) -> Manifest:
     """Check the graph with ONNX Runtime against PyTorch at ``verify_batches`` under ``tolerance``
     (``None``: skip, with a warning), then write ``path`` and its ``.json`` sidecar atomically. The
@@ -116,38 +117,30 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     return manifest
 
 
-def trace_deploy(deploy: DeployModel, imgsz: int, opset: int, dynamic_batch: bool, log: Any = print) -> Any:
-    """``torch.onnx.export`` (TorchScript tracer) of ``deploy`` -> an ``onnx.ModelProto`` with input
-    ``images`` and outputs ``scores``, ``boxes`` (batch axis dynamic if ``dynamic_batch``)."""
+def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                  output_names: list[str], dynamic_axes: dict[str, dict[int, str]] | None, opset: int) -> Any:
+    """``torch.onnx.export`` with the TorchScript tracer (constant folding on, no grad) -> an
+    ``onnx.ModelProto``: the one place every exporter traces through."""
     import onnx
 
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
-            torch.onnx.export(deploy, (torch.zeros(1, 3, imgsz, imgsz),), str(raw_path), dynamo=False,
-                              opset_version=opset, input_names=["images"], output_names=["scores", "boxes"],
-                              dynamic_axes={n: {0: "batch"} for n in ("images", "scores", "boxes")}
-                              if dynamic_batch else None, do_constant_folding=True)
-        proto = onnx.load(str(raw_path))
+            torch.onnx.export(module, inputs, str(raw_path), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                              do_constant_folding=True)
+        return onnx.load(str(raw_path))
+
+
+def trace_deploy(deploy: DeployModel, imgsz: int, opset: int, dynamic_batch: bool, log: Any = print) -> Any:
+    """The fixed-vocabulary graph: input ``images``, outputs ``scores``, ``boxes`` (batch axis dynamic if
+    ``dynamic_batch``)."""
+    t0 = time.perf_counter()
+    axes = {n: {0: "batch"} for n in ("images", "scores", "boxes")} if dynamic_batch else None
+    proto = trace_to_onnx(deploy, (torch.zeros(1, 3, imgsz, imgsz),), ["images"], ["scores", "boxes"], axes, opset)
     log(f"exported ONNX opset {opset} ({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
     return proto
-
-
-def save_onnx(proto: Any, manifest: Manifest, path: str | os.PathLike) -> None:
-    """``manifest`` into ``proto``'s metadata, the ONNX checker, then ``path`` and its sidecar, atomically."""
-    import onnx
-
-    from sdk.atomic import atomic_path
-
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
-    proto.producer_name = "yoloworld-sdk"
-    onnx.checker.check_model(proto)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    write_sidecar(manifest, path)
 
 
 def verify_export(proto: Any, deploy: DeployModel, imgsz: int, batches: tuple[int, ...], nms: NmsSettings,
@@ -192,4 +185,4 @@ def verify_onnx(model: Any, deploy: DeployModel, imgsz: int, batches: tuple[int,
 
 
 __all__ = ["ExportError", "Tolerance", "build_deploy_model", "check_images", "class_columns", "embedding_sha256",
-           "export_onnx", "file_sha256", "save_onnx", "trace_deploy", "verify_export", "verify_onnx"]
+           "export_onnx", "file_sha256", "save_onnx", "trace_deploy", "trace_to_onnx", "verify_export", "verify_onnx"]

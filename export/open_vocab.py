@@ -12,10 +12,10 @@ K is the fixed ``vocab_capacity``. Padded slots influence nothing: the VL-PAN's 
 takes its max over the texts with padded slots set to -inf first; v1's image-pooling attention
 updates every text on its own (a padded text changes no other) and feeds only the bottom-up path;
 the contrastive head (given the input text, as ``YoloWorld.forward``) is per text; padded logits are
--inf, so their scores are 0. The image side is the model's own trained modules (optionally with
-BatchNorm fused into the convs); only the text-mixing step is rewritten, as a function over those
-modules. The export checks the graph twice: the PyTorch wrapper against ``YoloWorld.forward`` on the
-slots in use, and ONNX Runtime against the wrapper (random unit vectors in the padded slots).
+-inf, so their scores are 0. All of this is ``YoloWorld.forward(images, text, text_mask)`` itself: the
+graph traces the model (its image side, BatchNorm fused into the convs), nothing of the neck is
+rewritten here. The export checks the graph twice: the masked model (PyTorch) against the model on the
+slots in use alone, and ONNX Runtime against PyTorch (random unit vectors in the padded slots).
 ``<stem>.text_encoder.onnx`` (token ids -> embeddings, see ``export.text_encoder``) and CLIP's BPE
 vocabulary are written beside it, and the manifest names both (``extra["text_encoder"]``,
 ``extra["tokenizer_vocab"]``), relative to the artifact's folder.
@@ -25,30 +25,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import sdk
 from sdk.atomic import removed_on_failure
 from sdk.manifest import Manifest, NmsSettings
 from sdk.model import YoloWorld
-from sdk.model.blocks import MaxSigmoidAttnBlock, TextCSPLayer
 from sdk.model.folded import fuse_conv_bn
-from sdk.model.yoloworld import HeadOutputs
 from sdk.tokenizer import VOCAB_FILE
 
 from .deploy import DeployModel
-from .onnx_export import VERIFIED_ON, file_sha256, save_onnx, simplify_and_check
+from .onnx_export import VERIFIED_ON, file_sha256, save_onnx, simplify_and_check, trace_to_onnx
 from .text_encoder import export_text_encoder
 from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require, skipped
 
@@ -57,74 +52,26 @@ TEXT_INPUTS = ("text_embeds", "text_mask")
 CHECK_PROMPTS = ("person", "red car", "a dog", "traffic light", "yellow star", "bus", "cat", "bicycle")
 
 
-def masked_max_sigmoid(block: MaxSigmoidAttnBlock, x: Tensor, text: Tensor, valid: Tensor) -> Tensor:
-    """``block(x, text)`` with the max over texts restricted to ``valid`` (K,) slots.
-
-    text: ``(K, D)`` shared or ``(B, K, D)`` per image. MatMul form (no text-dependent conv weights).
-    """
-    b, c, h, w = x.shape
-    m, d = block.num_heads, block.head_channels
-    guide = block.guide_fc(text)
-    if guide.dim() == 2:
-        guide = guide[None]  # (1, K, E): broadcast over the batch
-    guide = guide.unflatten(-1, (m, d)).transpose(1, 2)  # (1|B, m, K, d)
-    attn = torch.matmul(guide, x.reshape(b, m, d, h * w))  # (B, m, K, HW)
-    attn = attn.masked_fill(~valid[:, None], float("-inf")).amax(dim=2).reshape(b, m, h, w)
-    attn = (attn / math.sqrt(d) + block.bias[None, :, None, None]).sigmoid()
-    out = block.project_conv(x).reshape(b, m, c // m, h, w) * attn[:, :, None]
-    return out.reshape(b, c, h, w)
-
-
-def _text_csp(layer: TextCSPLayer, x: Tensor, text: Tensor, valid: Tensor) -> Tensor:
-    """``TextCSPLayer.forward`` with the masked attention (the efficient neck ignores the text)."""
-    ys = layer._branches(x)
-    block = layer.attn_block
-    ys.append(masked_max_sigmoid(block, ys[-1], text, valid) if isinstance(block, MaxSigmoidAttnBlock)
-              else block(ys[-1]))
-    return layer.final_conv(torch.cat(ys, 1))
-
-
-class MaskedYoloWorld(nn.Module):
-    """``forward(images, text (K, D), valid (K,) bool) -> HeadOutputs`` (logits not yet masked); a
-    copy of the model's backbone, neck and head (no text encoder)."""
-
-    def __init__(self, model: YoloWorld, fuse_bn: bool = True) -> None:
-        super().__init__()
-        self.config = model.config
-        self.backbone = copy.deepcopy(model.backbone)
-        self.neck = copy.deepcopy(model.neck)
-        self.head = copy.deepcopy(model.head)
-        if fuse_bn:
-            fuse_conv_bn(self)
-        self.eval()
-
-    def forward(self, images: Tensor, text: Tensor, valid: Tensor) -> HeadOutputs:
-        neck = self.neck
-        c3, c4, c5 = self.backbone(images)
-        t4 = _text_csp(neck.top_down_layers[0], torch.cat((F.interpolate(c5, scale_factor=2.0), c4), 1),
-                       text, valid)
-        p3 = _text_csp(neck.top_down_layers[1], torch.cat((F.interpolate(t4, scale_factor=2.0), c3), 1),
-                       text, valid)
-        up = text
-        if neck.text_enhancer is not None:  # per-text update: padded slots stay out of the real ones
-            up = neck.text_enhancer(text, [p3, t4, c5])  # (B, K, D), the bottom-up path only
-        p4 = _text_csp(neck.bottom_up_layers[0], torch.cat((neck.downsample_layers[0](p3), t4), 1), up, valid)
-        p5 = _text_csp(neck.bottom_up_layers[1], torch.cat((neck.downsample_layers[1](p4), c5), 1), up, valid)
-        # the head sees the input text (as YoloWorld.forward), in the MatMul form: (1, K, D) broadcasts
-        return self.head([p3, p4, p5], text[None])
+def image_side(model: YoloWorld, fuse_bn: bool = True) -> YoloWorld:
+    """A copy of ``model`` without its text encoder (BatchNorm fused into the convs): what the detector
+    graph holds; it runs ``YoloWorld.forward`` with a text mask."""
+    clone = copy.deepcopy(model, memo={id(model.text_encoder): None})  # the text tower is not copied
+    if fuse_bn:
+        fuse_conv_bn(clone)
+    return clone.eval()
 
 
 class OpenVocabDeployModel(DeployModel):
-    """``forward(images, text_embeds, text_mask) -> (scores (B, A, K), boxes (B, A, 4))``."""
+    """``forward(images, text_embeds, text_mask) -> (scores (B, A, K), boxes (B, A, 4))``: the model's
+    own forward with the text mask (``YoloWorld.forward``), then the deploy decoding."""
 
     def __init__(self, model: YoloWorld, imgsz: int, fuse_bn: bool = True) -> None:
-        super().__init__(MaskedYoloWorld(model, fuse_bn), imgsz, model.config.reg_max)
+        super().__init__(image_side(model, fuse_bn), imgsz, model.config.reg_max)
 
     def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
         valid = text_mask > 0.5 if text_mask.dtype != torch.bool else text_mask
-        out = self.folded(images, text_embeds, valid)
+        out = self.folded(images, text_embeds, valid)  # padded slots: logits -inf
         logits = torch.cat([t.flatten(2) for t in out.cls_logits], 2)  # (B, K, A)
-        logits = logits.masked_fill(~valid[None, :, None], float("-inf"))
         return logits.sigmoid().transpose(1, 2), self.decode_boxes(out.box_dists)  # (B, A, K), (B, A, 4)
 
 
@@ -243,19 +190,10 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
 
 def _trace(deploy: OpenVocabDeployModel, imgsz: int, capacity: int, dim: int, opset: int, dynamic_batch: bool
            ) -> Any:
-    import onnx
-
     dummy = (torch.zeros(1, 3, imgsz, imgsz), torch.zeros(capacity, dim), torch.ones(capacity))
-    names_in, names_out = ["images", *TEXT_INPUTS], ["scores", "boxes"]
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
-            torch.onnx.export(deploy, dummy, str(raw_path), dynamo=False, opset_version=opset,
-                              input_names=names_in, output_names=names_out,
-                              dynamic_axes={n: {0: "batch"} for n in ("images", *names_out)}
-                              if dynamic_batch else None, do_constant_folding=True)
-        return onnx.load(str(raw_path))
+    names_out = ["scores", "boxes"]
+    axes = {n: {0: "batch"} for n in ("images", *names_out)} if dynamic_batch else None
+    return trace_to_onnx(deploy, dummy, ["images", *TEXT_INPUTS], names_out, axes, opset)
 
 
 def _verify(proto: Any, model: YoloWorld, deploy: OpenVocabDeployModel, imgsz: int, capacity: int,
@@ -298,6 +236,5 @@ def _manifest(model: YoloWorld, te_path: Path, capacity: int, imgsz: int, opset:
                "verification": verification})
 
 
-__all__ = ["CHECK_PROMPTS", "TEXT_INPUTS", "MaskedYoloWorld", "OpenVocabDeployModel", "check_against_model",
-           "check_texts",
-           "export_open_vocab", "masked_max_sigmoid", "text_encoder_path", "verify_open_vocab"]
+__all__ = ["CHECK_PROMPTS", "TEXT_INPUTS", "OpenVocabDeployModel", "check_against_model", "check_texts",
+           "export_open_vocab", "image_side", "text_encoder_path", "verify_open_vocab"]

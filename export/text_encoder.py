@@ -15,9 +15,7 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,9 @@ from sdk.atomic import atomic_path
 from sdk.model.text_encoder import EOT_TOKEN, SOT_TOKEN, CLIPTextEncoder
 from sdk.tokenizer import VOCAB_FILE, ClipTokenizer
 
-from .onnx_export import simplify_and_check
+from .onnx_export import simplify_and_check, trace_to_onnx
 from .verify import DEFAULT_TOLERANCE, HOW_TO_PROCEED, ExportError, Tolerance
 
-TEXT_ATOL = DEFAULT_TOLERANCE.text_atol  # ONNX Runtime vs PyTorch, embeddings (unit vectors)
 METADATA_KEY = "yoloworld_text_encoder"
 INPUT_NAME, OUTPUT_NAME = "input_ids", "text_embeds"
 # Varied lengths, scripts, punctuation and padding for the export self-check.
@@ -94,7 +91,7 @@ def _reference(encoder: CLIPTextEncoder, ids: np.ndarray) -> np.ndarray:
 
 
 def verify_text_encoder(path: str | os.PathLike, encoder: CLIPTextEncoder, tokenizer: ClipTokenizer,
-                        texts: tuple[str, ...] = CHECK_TEXTS, atol: float = TEXT_ATOL) -> float:
+                        texts: tuple[str, ...] = CHECK_TEXTS, atol: float = DEFAULT_TOLERANCE.text_atol) -> float:
     """Max |embedding| difference ONNX Runtime (CPU) vs ``encoder.forward`` (normalised) over
     ``texts`` in three batchings (all at once, one by one, two uneven chunks: several N and T) and
     a text of the full context length;
@@ -133,15 +130,8 @@ def export_text_encoder(encoder: CLIPTextEncoder, path: str | os.PathLike, opset
     graph = TextEncoderGraph(encoder).eval()
     cfg = encoder.config
     dummy = torch.tensor([[SOT_TOKEN, 320, 1929, EOT_TOKEN, EOT_TOKEN]], dtype=torch.long)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TorchScript exporter deprecation chatter
-            torch.onnx.export(graph, (dummy,), str(raw_path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "texts", 1: "tokens"}, OUTPUT_NAME: {0: "texts"}},
-                              do_constant_folding=True)
-        proto = onnx.load(str(raw_path))
+    proto = trace_to_onnx(graph, (dummy,), [INPUT_NAME], [OUTPUT_NAME],
+                          {INPUT_NAME: {0: "texts", 1: "tokens"}, OUTPUT_NAME: {0: "texts"}}, opset)
     log(f"exported the text encoder, ONNX opset {opset} ({len(proto.graph.node)} nodes, "
         f"{time.perf_counter() - t0:.1f} s)")
     proto = simplify_and_check(proto, simplify, log)
@@ -167,5 +157,5 @@ def export_text_encoder(encoder: CLIPTextEncoder, path: str | os.PathLike, opset
     return worst
 
 
-__all__ = ["CHECK_TEXTS", "METADATA_KEY", "TEXT_ATOL", "TextEncoderGraph", "export_text_encoder",
+__all__ = ["CHECK_TEXTS", "METADATA_KEY", "TextEncoderGraph", "export_text_encoder",
            "open_clip_vocab_file", "verify_text_encoder"]

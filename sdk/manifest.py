@@ -20,6 +20,7 @@ MANIFEST_KEY = "yoloworld"  # ONNX metadata_props key
 FORMAT = "yoloworld-sdk-export"
 FORMAT_VERSION = 1
 OutputForm = Literal["raw", "nms", "trt_nms"]
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Manifest:
     nms: NmsSettings = field(default_factory=NmsSettings)
     dynamic_batch: bool = True
     max_batch: int = 32
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     strides: tuple[int, ...] = (8, 16, 32)
     pad_value: int = 114
     scale: float = 1 / 255

@@ -22,6 +22,19 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         return inter / (area + areas - inter)
 
 
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` float64 of xyxy boxes ``(Na, 4)`` and ``(Nb, 4)``; 0 where the union
+    is empty. For matching detection sets; :func:`box_iou` is the NMS's own one-against-many float32 form."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         max_keep: int | None = None) -> np.ndarray:
     """Indices of kept boxes, highest score first. boxes ``(K, 4)`` xyxy float32, scores ``(K,)``.

@@ -7,6 +7,7 @@ difference alone changes outputs measurably.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,18 @@ BN_MOMENTUM = 0.03
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
+
+
+class HeadOutputs(NamedTuple):
+    """Raw head outputs, one tensor per level (strides 8, 16, 32), float32.
+
+    cls_logits: ``(B, N, H/s, W/s)`` region-text similarity logits before sigmoid.
+    box_dists: ``(B, 4 * reg_max, H/s, W/s)`` DFL logits before softmax; channel groups of
+        ``reg_max`` bins in (left, top, right, bottom) order, distances in stride units.
+    """
+
+    cls_logits: list[Tensor]
+    box_dists: list[Tensor]
 
 class ConvBNAct(nn.Module):
     """Conv2d (no bias) -> BatchNorm -> optional SiLU; mmcv ``ConvModule`` key layout ``conv``/``bn``."""
@@ -101,7 +114,8 @@ class MaxSigmoidAttnBlock(nn.Module):
 
     For head m and pixel p: ``s = sigmoid(max_n <x_m(p), guide_fc(t_n)_m> / sqrt(d) + bias_m)``;
     the output is ``project_conv(x)`` with head m's channel group scaled by ``s``. Channels map to
-    heads contiguously (``c // (C / h)``). The max runs over every text, padding texts included.
+    heads contiguously (``c // (C / h)``). The max runs over every text, padding texts included, unless
+    ``text_mask`` ``(N,)`` bool marks the slots in use (an open-vocabulary export's padded vocabulary).
     """
 
     def __init__(self, channels: int, guide_channels: int, embed_channels: int, num_heads: int):
@@ -115,11 +129,16 @@ class MaxSigmoidAttnBlock(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_heads))
         self.project_conv = ConvBNAct(channels, channels, 3, act=False)
 
-    def forward(self, x: Tensor, text: Tensor) -> Tensor:
+    def forward(self, x: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
         m, d = self.num_heads, self.head_channels
         guide = self.guide_fc(text)  # (N, E) or (B, N, E)
-        if guide.dim() == 2:
+        if text_mask is not None:
+            # MatMul form (the text is an input, not weights); masked slots can never be the max
+            guide = (guide[None] if guide.dim() == 2 else guide).unflatten(-1, (m, d)).transpose(1, 2)  # (1|B, m, N, d)
+            attn = torch.matmul(guide, x.reshape(b, m, d, h * w))  # (B, m, N, HW)
+            attn = attn.masked_fill(~text_mask[:, None], float("-inf")).amax(dim=2).reshape(b, m, h, w)
+        elif guide.dim() == 2:
             # One vocabulary for the batch: a grouped 1x1 conv (group m = head m's d channels),
             # the same per-image computation at any batch size, and the form export folds into.
             weight = guide.unflatten(1, (m, d)).transpose(0, 1).reshape(-1, d, 1, 1)  # (m*N, d, 1, 1)
@@ -140,7 +159,7 @@ class ProjectOnly(nn.Module):
         super().__init__()
         self.project_conv = ConvBNAct(channels, channels, 3, act=False)
 
-    def forward(self, x: Tensor, text: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
         return self.project_conv(x)
 
 
@@ -155,9 +174,9 @@ class TextCSPLayer(CSPLayerWithTwoConv):
             else MaxSigmoidAttnBlock(self.mid, guide_channels, embed_channels, num_heads)
         )
 
-    def forward(self, x: Tensor, text: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
         ys = self._branches(x)
-        ys.append(self.attn_block(ys[-1], text))
+        ys.append(self.attn_block(ys[-1], text, text_mask))
         return self.final_conv(torch.cat(ys, 1))
 
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvBNAct, MaxSigmoidAttnBlock
-from .yoloworld import HeadOutputs, YoloWorld
+from .blocks import ConvBNAct, HeadOutputs, MaxSigmoidAttnBlock
+
+if TYPE_CHECKING:  # yoloworld imports this module (fold_text_embeddings)
+    from .yoloworld import YoloWorld
 
 
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
@@ -56,7 +59,7 @@ class FoldedMaxSigmoid(nn.Module):
         self.register_buffer("bias", block.bias.detach().clone())
         self.project_conv = block.project_conv
 
-    def forward(self, x: Tensor, text: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
         m = self.num_heads
         attn = F.conv2d(x, self.guide_weight, groups=m)  # (B, m*N, H, W)

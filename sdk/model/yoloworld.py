@@ -9,8 +9,6 @@ load through a prefix map (``checkpoint.py``). The forward pass takes L2-normali
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +17,7 @@ from .blocks import (
     SPPF,
     ConvBNAct,
     CSPLayerWithTwoConv,
+    HeadOutputs,
     ImagePoolingAttention,
     TextCSPLayer,
     batch_norm,
@@ -27,18 +26,6 @@ from .config import YoloWorldConfig
 from .text_encoder import CLIPTextEncoder
 
 STRIDES = (8, 16, 32)
-
-
-class HeadOutputs(NamedTuple):
-    """Raw head outputs, one tensor per level (strides 8, 16, 32), float32.
-
-    cls_logits: ``(B, N, H/s, W/s)`` region-text similarity logits before sigmoid.
-    box_dists: ``(B, 4 * reg_max, H/s, W/s)`` DFL logits before softmax; channel groups of
-        ``reg_max`` bins in (left, top, right, bottom) order, distances in stride units.
-    """
-
-    cls_logits: list[Tensor]
-    box_dists: list[Tensor]
 
 
 class Backbone(nn.Module):
@@ -84,14 +71,16 @@ class VLPAN(nn.Module):
             if cfg.neck == "dual_vlpan" else None
         )
 
-    def forward(self, feats: list[Tensor], text: Tensor) -> list[Tensor]:
+    def forward(self, feats: list[Tensor], text: Tensor, text_mask: Tensor | None = None) -> list[Tensor]:
+        """``text_mask`` ``(N,)`` bool: the slots in use; the others never win a max-sigmoid attention
+        (the image-pooling attention updates every text on its own, so they change no other)."""
         c3, c4, c5 = feats
-        t4 = self.top_down_layers[0](torch.cat((F.interpolate(c5, scale_factor=2.0), c4), 1), text)
-        p3 = self.top_down_layers[1](torch.cat((F.interpolate(t4, scale_factor=2.0), c3), 1), text)
+        t4 = self.top_down_layers[0](torch.cat((F.interpolate(c5, scale_factor=2.0), c4), 1), text, text_mask)
+        p3 = self.top_down_layers[1](torch.cat((F.interpolate(t4, scale_factor=2.0), c3), 1), text, text_mask)
         if self.text_enhancer is not None:
             text = self.text_enhancer(text, [p3, t4, c5])  # only the bottom-up path sees it
-        p4 = self.bottom_up_layers[0](torch.cat((self.downsample_layers[0](p3), t4), 1), text)
-        p5 = self.bottom_up_layers[1](torch.cat((self.downsample_layers[1](p4), c5), 1), text)
+        p4 = self.bottom_up_layers[0](torch.cat((self.downsample_layers[0](p3), t4), 1), text, text_mask)
+        p5 = self.bottom_up_layers[1](torch.cat((self.downsample_layers[1](p4), c5), 1), text, text_mask)
         return [p3, p4, p5]
 
 
@@ -137,20 +126,28 @@ class Head(nn.Module):
                 ConvBNAct(cin, rc, 3), ConvBNAct(rc, rc, 3), nn.Conv2d(rc, 4 * cfg.reg_max, 1)))
             self.cls_contrasts.append(ContrastiveHead(cfg.text_channels, use_bn=cfg.head == "bn"))
 
-    def forward(self, feats: list[Tensor], text: Tensor) -> HeadOutputs:
+    def forward(self, feats: list[Tensor], text: Tensor, text_mask: Tensor | None = None) -> HeadOutputs:
+        """``text_mask`` ``(N,)`` bool: logits of the slots not in use are -inf (score 0)."""
+        if text_mask is not None and text.dim() == 2:
+            text = text[None]  # the MatMul form: the text is an input, not conv weights
         cls_logits, box_dists = [], []
         for x, cls_pred, reg_pred, contrast in zip(
                 feats, self.cls_preds, self.reg_preds, self.cls_contrasts, strict=True):
-            cls_logits.append(contrast(cls_pred(x), text))
+            logits = contrast(cls_pred(x), text)
+            if text_mask is not None:
+                logits = logits.masked_fill(~text_mask[None, :, None, None], float("-inf"))
+            cls_logits.append(logits)
             box_dists.append(reg_pred(x))
         return HeadOutputs(cls_logits, box_dists)
 
 
 class YoloWorld(nn.Module):
-    """The detector. ``forward(images, text_embeds) -> HeadOutputs``.
+    """The detector. ``forward(images, text_embeds, text_mask=None) -> HeadOutputs``.
 
     images: float32 ``(B, 3, H, W)``, RGB in [0, 1], H and W multiples of 32 (letterboxed).
     text_embeds: float32 ``(N, D)`` or ``(B, N, D)``, L2-normalised (as ``encode_text`` returns).
+    text_mask: optional bool ``(N,)``, the text slots in use: the others influence nothing and score 0
+    (a padded vocabulary of fixed capacity, as the open-vocabulary export has).
     """
 
     def __init__(self, cfg: YoloWorldConfig) -> None:
@@ -161,14 +158,16 @@ class YoloWorld(nn.Module):
         self.neck = VLPAN(cfg)
         self.head = Head(cfg)
 
-    def forward_features(self, images: Tensor, text_embeds: Tensor) -> list[Tensor]:
+    def forward_features(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor | None = None
+                         ) -> list[Tensor]:
         """Backbone + neck -> [P3, P4, P5], each ``(B, C_i, H/s, W/s)``."""
-        return self.neck(self.backbone(images), text_embeds)
+        return self.neck(self.backbone(images), text_embeds, text_mask)
 
-    def forward_head(self, feats: list[Tensor], text_embeds: Tensor) -> HeadOutputs:
-        return self.head(feats, text_embeds)
+    def forward_head(self, feats: list[Tensor], text_embeds: Tensor, text_mask: Tensor | None = None
+                     ) -> HeadOutputs:
+        return self.head(feats, text_embeds, text_mask)
 
-    def forward(self, images: Tensor, text_embeds: Tensor) -> HeadOutputs:
+    def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor | None = None) -> HeadOutputs:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if images.shape[2] % 32 or images.shape[3] % 32:
@@ -180,7 +179,9 @@ class YoloWorld(nn.Module):
         if text_embeds.dim() == 3 and text_embeds.shape[0] != images.shape[0]:
             raise ValueError(f"text_embeds batch {text_embeds.shape[0]} != images batch "
                              f"{images.shape[0]}")
-        return self.forward_head(self.forward_features(images, text_embeds), text_embeds)
+        if text_mask is not None and text_mask.shape != (text_embeds.shape[-2],):
+            raise ValueError(f"text_mask must be ({text_embeds.shape[-2]},) bool, got {tuple(text_mask.shape)}")
+        return self.forward_head(self.forward_features(images, text_embeds, text_mask), text_embeds, text_mask)
 
     def fold_text_embeddings(self, text_embeds: Tensor, fuse_bn: bool = True) -> nn.Module:
         """A copy with this vocabulary ``(N, D)`` folded into weights and no text encoder:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto
-from parity import match_detections
+from parity import SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL, match_detections
 
 from export.nms_graph import (
     CLASS_PAD,
@@ -21,12 +20,9 @@ from export.nms_graph import (
 )
 from export.onnx_export import ExportError, build_deploy_model, export_onnx
 from sdk import Detector
-from sdk.backends.torch import encode_texts
 from sdk.manifest import MANIFEST_KEY, NmsSettings, read_manifest, write_sidecar
-from sdk.model import load_checkpoint
 from sdk.postprocess import postprocess_image, unpack_nms_outputs
 from sdk.preprocess import preprocess
-from sdk.vocabulary import Vocabulary
 
 pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
@@ -37,21 +33,11 @@ SETTINGS = NmsSettings(CONF, IOU, 300)
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoints, tmp_path_factory):
-    """The tiny v2 model exported three ways (raw, nms, trt_nms) at the same settings, with logs."""
-    root = tmp_path_factory.mktemp("nms_graph")
-    model = load_checkpoint(tiny_checkpoints["v2"])
-    vocab = Vocabulary.from_any(CLASSES)
-    emb = vocab.embeddings(lambda t: encode_texts(model, None, t))
-    out = SimpleNamespace(root=root, model=model, vocab=vocab, emb=emb, logs={}, manifests={}, paths={})
-    for form, batches in (("raw", (1,)), ("nms", (1, 3)), ("trt_nms", (1,))):
-        lines: list[str] = []
-        path = root / f"model_{form}.onnx"
-        out.manifests[form] = export_onnx(model, vocab, emb, path, imgsz=IMGSZ, nms=SETTINGS, output_form=form,
-                                          verify_batches=batches, log=lines.append)
-        out.logs[form], out.paths[form] = "\n".join(lines), path
-    out.raw_proto = onnx.load(str(out.paths["raw"]))
-    return out
+def exported(tiny_exports):
+    """The shared tiny exports (raw, nms, trt_nms at ``SETTINGS``) and the raw graph."""
+    assert tiny_exports.nms == SETTINGS and tiny_exports.vocab.names == CLASSES
+    tiny_exports.raw_proto = onnx.load(str(tiny_exports.paths["raw"]))
+    return tiny_exports
 
 
 def _session(model):
@@ -88,7 +74,7 @@ def _assert_same_as_host(out, raw, infos, nms) -> list[int]:
         h = postprocess_image(raw["scores"][i], raw["boxes"][i], info, nms.conf, nms.iou, nms.max_det, nms.agnostic)
         assert len(g[0]) == len(h[0]) == out["num_dets"][i, 0], (i, len(g[0]), len(h[0]))
         # the same raw tensors went in: scores and boxes are gathered, not recomputed
-        assert match_detections(*g, *h, box_atol=1e-4, score_atol=1e-6) == len(h[0])
+        assert match_detections(*g, *h, box_atol=SAME_RUNTIME_BOX_ATOL, score_atol=SAME_RUNTIME_SCORE_ATOL) == len(h[0])
         counts.append(len(h[0]))
     return counts
 
@@ -182,7 +168,8 @@ def _assert_same_set(a, b) -> None:
     """Graph NMS vs host NMS on bit-equal raw tensors: the same detections (boxes to 1e-4 px: both
     un-letterbox in float32; the order may differ only among tied scores)."""
     assert len(a) == len(b)
-    assert match_detections(a.xyxy, a.confidence, a.class_id, b.xyxy, b.confidence, b.class_id, 1e-4, 1e-6) == len(b)
+    assert match_detections(a.xyxy, a.confidence, a.class_id, b.xyxy, b.confidence, b.class_id,
+                            SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL) == len(b)
 
 
 def test_export_manifest_and_log(exported):

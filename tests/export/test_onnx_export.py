@@ -11,6 +11,8 @@ from parity import (
     FP16_SCORE_ATOL,
     RANDOM_BOX_ATOL,
     RANDOM_SCORE_ATOL,
+    SAME_RUNTIME_BOX_ATOL,
+    SAME_RUNTIME_SCORE_ATOL,
     TRAINED_BOX_ATOL,
     TRAINED_SCORE_ATOL,
     assert_same_detections,
@@ -114,7 +116,7 @@ def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, 
     got, ref = bound.predict(images, batch_size=2), plain.predict(images, batch_size=2)
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, conf=0.05, box_atol=1e-4, score_atol=1e-6)
+        assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL, score_atol=SAME_RUNTIME_SCORE_ATOL)
     with pytest.raises(YoloWorldError, match=r"none of the ONNX Runtime providers \['NoSuchExecutionProvider'\] "
                                              r"is available here \(available: .*CPUExecutionProvider"):
         Detector(path, runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))

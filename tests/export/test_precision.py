@@ -19,19 +19,13 @@ import onnxruntime as ort
 import pytest
 from builders import synthetic_image
 
-from export import precision
+from export import quantize
+from export.agreement import agreement, match_by_iou
 from export.onnx_export import export_onnx
-from export.precision import (
-    DECODE_TAIL,
-    agreement,
-    box_iou,
-    convert_fp16,
-    copy_manifest,
-    decode_tail_nodes,
-    match_by_iou,
-    quantize_int8,
-)
+from export.precision import DECODE_TAIL, PrecisionError, convert_fp16, copy_manifest, decode_tail_nodes
+from export.quantize import quantize_int8
 from sdk.manifest import MANIFEST_KEY, Manifest, read_manifest, sidecar_path
+from sdk.nms import pairwise_iou
 
 pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
@@ -144,12 +138,12 @@ def test_int8_qdq_agreement_and_cache(fp32_onnx, eval_images, tmp_path, monkeypa
     ``DEFAULT_FLOAT_INT8`` in export/precision.py)."""
     calls = {"reader": 0}
 
-    class CountingReader(precision.ImageCalibrationReader):
+    class CountingReader(quantize.ImageCalibrationReader):
         def __init__(self, *args, **kwargs):
             calls["reader"] += 1
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(precision, "ImageCalibrationReader", CountingReader)
+    monkeypatch.setattr(quantize, "ImageCalibrationReader", CountingReader)
     cache, dst = tmp_path / "calib.json", tmp_path / "int8.onnx"
     calib = calibration_images()
     info = quantize_int8(fp32_onnx, dst, calib, IMGSZ, cache=cache, log=_quiet)
@@ -203,7 +197,7 @@ def test_int8_from_folder_respects_max_images(fp32_onnx, tmp_path):
     assert info["calibration_images"] == 4
     out = _run(tmp_path / "q.onnx", np.zeros((1, 3, IMGSZ, IMGSZ), np.float32))
     assert np.isfinite(out[0]).all() and np.isfinite(out[1]).all()
-    with pytest.raises(precision.PrecisionError, match="does not exist"):
+    with pytest.raises(PrecisionError, match="does not exist"):
         quantize_int8(fp32_onnx, tmp_path / "q2.onnx", tmp_path / "missing", IMGSZ, log=_quiet)
 
 
@@ -246,7 +240,7 @@ def test_keep_fp32_selectors(fp32_onnx, tmp_path):
 def test_match_by_iou():
     a = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
     b = np.array([[0, 0, 10, 10.5], [20, 20, 30, 30], [50, 50, 60, 60]], np.float32)
-    iou = box_iou(a, b)
+    iou = pairwise_iou(a, b)
     assert iou.shape == (3, 3) and iou[0, 0] == pytest.approx(100 / 105) and iou[0, 2] == 0
     pairs = match_by_iou(a, np.array([0.9, 0.8, 0.7]), np.array([0, 1, 0]), b, np.array([0.5, 0.8, 0.9]),
                          np.array([0, 2, 0]), min_iou=0.9)

@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import export.onnx_export as onnx_export
-from export import nms_graph, precision
-from export.tensorrt import (
+from export import nms_graph, precision, quantize
+from export.trt_ops import (
     TOPK_MAX_K,
     TRT_PLUGIN_OPS,
     TRT_SUPPORTED_OPS,
@@ -114,7 +114,7 @@ def test_int8_qdq_parses_in_tensorrt(raw_models, tmp_path):
 
     images = [(np.transpose(x, (1, 2, 0))[:, :, ::-1] * 255).astype(np.uint8) for x in check_images(IMGSZ, 4)]
     dst = tmp_path / "int8.onnx"
-    precision.quantize_int8(raw_models["v2"][0], dst, images, IMGSZ, max_images=4, log=lambda *_: None)
+    quantize.quantize_int8(raw_models["v2"][0], dst, images, IMGSZ, max_images=4, log=lambda *_: None)
     int8 = onnx.load(str(dst))
     assert unsupported_ops(int8) == []
     assert restriction_issues(int8) == []  # symmetric: every zero point 0, as TensorRT requires

@@ -95,3 +95,27 @@ def test_gradients_reach_every_image_parameter(tiny_checkpoints, batch):
                if not n.startswith("text_encoder.") and (p.grad is None or not np.isfinite(
                    p.grad.abs().sum().item()))]
     assert missing == []
+
+
+@pytest.mark.parametrize("variant", ["v2", "v1", "efficient"])
+def test_text_mask_slots_change_nothing(tiny_checkpoints, batch, variant):
+    """``forward(images, text, text_mask)``: masked slots score -inf and, whatever they hold, change no
+    other output; the slots in use equal the model run on them alone (the open-vocabulary export's graph)."""
+    model = load_checkpoint(tiny_checkpoints[variant])
+    real = model.encode_text(["person", "red car", "a dog"])
+    garbage = torch.nn.functional.normalize(torch.randn(3, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
+    text = torch.cat([real[:2], garbage[:1], real[2:], garbage[1:]])  # slots 0, 1, 3 in use
+    mask = torch.tensor([True, True, False, True, False, False])
+    with torch.no_grad():
+        masked = model(batch, text, mask)
+        other = model(batch, torch.cat([real[:2], -garbage[:1], real[2:], garbage[1:] * 0.5]), mask)
+        alone = model(batch, real)
+    for level in range(3):
+        logits = masked.cls_logits[level]
+        assert torch.isneginf(logits[:, ~mask]).all()
+        torch.testing.assert_close(logits, other.cls_logits[level], rtol=0, atol=0)  # garbage is invisible
+        torch.testing.assert_close(masked.box_dists[level], other.box_dists[level], rtol=0, atol=0)
+        assert_close_rel(logits[:, mask], alone.cls_logits[level])  # MatMul vs conv form: rounding only
+        assert_close_rel(masked.box_dists[level], alone.box_dists[level])
+    with pytest.raises(ValueError, match="text_mask must be"):
+        model(batch, text, mask[:3])

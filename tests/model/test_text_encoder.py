@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from parity import TEXT_ATOL
 
 from sdk.model import TextEncoderConfig, load_text_encoder, tokenize
 from sdk.model.text_encoder import EOT_TOKEN, SOT_TOKEN, CLIPTextEncoder, convert_open_clip_state_dict
@@ -56,7 +57,7 @@ def test_open_clip_checkpoint_parity(open_clip_model, tmp_path):
     with torch.no_grad():
         ref = open_clip_model.encode_text(tokens, normalize=True)
     got = enc.encode(TEXTS)
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got, ref, rtol=0, atol=TEXT_ATOL)
 
 
 def test_conversion_names_every_text_weight(open_clip_model):
