@@ -105,11 +105,10 @@ def bench_model(detector: Detector, files: list[str], batch: int, warmup: int, r
 
 def describe(detector: Detector, path: str) -> dict[str, Any]:
     backend = detector.backend
-    manifest = getattr(backend, "manifest", None)
     info = {"model": Path(path).name, "backend": backend.name, "imgsz": detector.imgsz,
             "classes": len(detector.class_names),
-            "precision": manifest.precision if manifest else f"{backend.precision} (checkpoint)",
-            "output_form": manifest.output_form if manifest else "raw heads"}
+            "precision": backend.precision if backend.manifest else f"{backend.precision} (checkpoint)",
+            "output_form": backend.output_form if backend.manifest else "raw heads"}
     if hasattr(backend, "providers"):
         info["providers"] = backend.providers
     if hasattr(backend, "max_batch") and backend.name == "tensorrt":

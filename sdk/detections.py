@@ -46,11 +46,12 @@ class Detections:
         return len(self.xyxy)
 
     def __getitem__(self, index: Any) -> Detections:
-        """Boolean mask, slice or index array -> a new ``Detections`` (data shared)."""
+        """Boolean mask, slice or index array -> a new ``Detections`` (with a copy of ``data``: changing one
+        result's extras never changes another's)."""
         if isinstance(index, (int, np.integer)):
             index = [index]
         return Detections(self.xyxy[index], self.confidence[index], self.class_id[index],
-                          self.class_name[index], self.data)
+                          self.class_name[index], dict(self.data))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Detections) and np.array_equal(self.xyxy, other.xyxy)

@@ -37,7 +37,7 @@ def _open_backend(weights: str | os.PathLike, device: str, runtime: RuntimeOptio
         return TensorRTBackend(weights, "cuda" if device == "cpu" else device, runtime)
     from .backends.torch import TorchBackend  # imports torch only here
 
-    return TorchBackend(weights, device, half=runtime is not None and runtime.half)
+    return TorchBackend(weights, device, runtime)
 
 
 class Detector:
@@ -74,7 +74,7 @@ class Detector:
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.agnostic = agnostic
         self.backend = _open_backend(weights, device, runtime)
-        manifest = getattr(self.backend, "manifest", None)
+        manifest = self.backend.manifest
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity
         self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
@@ -90,7 +90,7 @@ class Detector:
             self.vocabulary = fixed
             return
         if classes is None:
-            stored = getattr(self.backend, "meta", {}).get("vocabulary")
+            stored = self.backend.stored_vocabulary
             if not stored:
                 raise VocabularyError(f"{weights} stores no vocabulary; pass classes=[...] or a "
                                       f"class-text JSON")
@@ -228,31 +228,33 @@ class Detector:
         t1 = time.perf_counter()
         raw = self.backend.infer(batch)
         t2 = time.perf_counter()
-        names = np.asarray(self.vocabulary.names)
-        out = []
-        if "num_dets" in raw:  # end-to-end artifact: NMS ran in the graph
-            per_image = [unpack_nms_outputs(raw, b, info, conf, max_det) for b, info in enumerate(infos)]
-        else:
-            if "scores" in raw:  # exported raw form: decoded, one column per class
-                scores, boxes = raw["scores"], raw["boxes"]
-                if self._capacity:  # open vocabulary: the vocabulary's columns, then merged per class
-                    scores = self.vocabulary.reduce_scores(scores[..., :len(self.vocabulary.model_texts())])
-            else:
-                n = len(STRIDES)
-                scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
-                                                    [raw[f"box_dists_{i}"] for i in range(n)])
-                scores = self.vocabulary.reduce_scores(scores)
-            per_image = [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, self.agnostic)
-                         for b, info in enumerate(infos)]
-        for (xyxy, score, cls), source, info in zip(per_image, sources, infos, strict=True):
-            out.append(Detections(xyxy, score, cls, names[cls], {"source": source, "image_hw": info.orig_hw}))
+        per_image = self._postprocess(raw, infos, conf, iou, max_det)
         t3 = time.perf_counter()
         n = len(sources)
         speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
                  "postprocess": (t3 - t2) * 1e3 / n}
-        for det in out:
-            det.data["speed_ms"] = speed
-        return out
+        names = np.asarray(self.vocabulary.names)
+        return [Detections(xyxy, score, cls, names[cls], {"source": source, "image_hw": info.orig_hw,
+                                                           "speed_ms": dict(speed)})
+                for (xyxy, score, cls), source, info in zip(per_image, sources, infos, strict=True)]
+
+    def _postprocess(self, raw: dict[str, np.ndarray], infos: list, conf: float, iou: float, max_det: int
+                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per image (xyxy, score, class) from what the backend returned, by its ``output_form``."""
+        form = self.backend.output_form
+        if form in ("nms", "trt_nms"):  # end-to-end artifact: NMS ran in the graph
+            return [unpack_nms_outputs(raw, b, info, conf, max_det) for b, info in enumerate(infos)]
+        if form == "raw":  # an export: decoded, one column per model text
+            scores, boxes = raw["scores"], raw["boxes"]
+            if self._capacity:  # open vocabulary: the vocabulary's columns, then merged per class
+                scores = self.vocabulary.reduce_scores(scores[..., :len(self.vocabulary.model_texts())])
+        else:  # a checkpoint's head outputs
+            n = len(STRIDES)
+            scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
+                                                [raw[f"box_dists_{i}"] for i in range(n)])
+            scores = self.vocabulary.reduce_scores(scores)
+        return [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, self.agnostic)
+                for b, info in enumerate(infos)]
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:

@@ -56,6 +56,39 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+#: What ``tiny_exports`` folds in and the NMS settings its end-to-end forms carry.
+EXPORT_CLASSES = ["person", "red car", "a dog"]
+EXPORT_IMGSZ = 160
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_checkpoints, tmp_path_factory):
+    """The tiny v2 model exported at 160 px with ``EXPORT_CLASSES`` in every output form (``raw``,
+    ``nms``, ``trt_nms``; NMS conf 0.05, IoU 0.5, 300), with the model, vocabulary, embeddings, the
+    manifests and each export's log: one export shared by the in-graph NMS and TensorRT tests."""
+    from types import SimpleNamespace
+
+    from export.onnx_export import export_onnx
+    from sdk.backends.torch import encode_texts
+    from sdk.manifest import NmsSettings
+    from sdk.model import load_checkpoint
+    from sdk.vocabulary import Vocabulary
+
+    root = tmp_path_factory.mktemp("tiny_exports")
+    model = load_checkpoint(tiny_checkpoints["v2"])
+    vocab = Vocabulary.from_any(EXPORT_CLASSES)
+    emb = vocab.embeddings(lambda t: encode_texts(model, None, t))
+    out = SimpleNamespace(root=root, model=model, vocab=vocab, emb=emb, nms=NmsSettings(0.05, 0.5, 300),
+                          logs={}, manifests={}, paths={})
+    for form, batches in (("raw", (1,)), ("nms", (1, 3)), ("trt_nms", (1,))):
+        lines: list[str] = []
+        path = root / f"model_{form}.onnx"
+        out.manifests[form] = export_onnx(model, vocab, emb, path, imgsz=EXPORT_IMGSZ, nms=out.nms, output_form=form,
+                                          verify_batches=batches, log=lines.append)
+        out.logs[form], out.paths[form] = "\n".join(lines), path
+    return out
+
+
 @pytest.fixture(scope="session")
 def images() -> list[np.ndarray]:
     """Synthetic BGR uint8 images of varied shapes (square, tall, wide, tiny)."""

@@ -1,17 +1,28 @@
 """The backend protocol: move arrays in and out of one runtime, nothing else.
 
-A backend takes the preprocessed batch (float32 ``(B, 3, S, S)``, RGB, [0, 1]) and returns raw head
-outputs as numpy: either per-level ``cls_logits_{i}`` ``(B, T, H_i, W_i)`` and ``box_dists_{i}``
-``(B, 4R, H_i, W_i)``, or decoded ``scores`` ``(B, A, T)`` and ``boxes`` ``(B, A, 4)``. Decoding,
-NMS and letterbox inversion are shared numpy code (``sdk.postprocess``).
+A backend takes the preprocessed batch (float32 ``(B, 3, S, S)``, RGB, [0, 1]) and returns raw outputs
+as numpy, in the form its ``output_form`` names:
+
+- ``"head"`` (checkpoints): per-level ``cls_logits_{i}`` ``(B, T, H_i, W_i)`` and ``box_dists_{i}``
+  ``(B, 4R, H_i, W_i)``;
+- ``"raw"`` (exports): decoded ``scores`` ``(B, A, T)`` and ``boxes`` ``(B, A, 4)``;
+- ``"nms"`` / ``"trt_nms"`` (exports with NMS in the graph): ``num_dets``, ``det_boxes``, ``det_scores``,
+  ``det_classes`` (``sdk.manifest.Manifest``).
+
+Decoding, NMS and letterbox inversion are shared numpy code (``sdk.postprocess``). Every backend is
+built as ``Backend(path, device, options)``, is a context manager, and frees its runtime on ``close``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from ..manifest import Manifest, Precision
+
+BackendForm = Literal["head", "raw", "nms", "trt_nms"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,14 @@ class RuntimeOptions:
 
 class Backend(Protocol):
     name: str
+    #: What the network computes in.
+    precision: Precision
+    #: What ``infer`` returns (see the module docstring).
+    output_form: BackendForm
+    #: An export's manifest (size, classes, output form); None for a checkpoint.
+    manifest: Manifest | None
+    #: A checkpoint's stored vocabulary (one prompt list per class), else None.
+    stored_vocabulary: list[list[str]] | None
     #: True when the vocabulary is an input (``set_text``); False for vocabulary-folded artifacts.
     open_vocabulary: bool
 
@@ -54,3 +73,20 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the session / model."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class ClosingBackend:
+    """``with backend: ...`` closes it on the way out (every backend derives from this)."""
+
+    def close(self) -> None:  # overridden by the backends
+        pass
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

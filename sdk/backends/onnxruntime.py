@@ -14,14 +14,14 @@ import numpy as np
 
 from ..errors import VocabularyError, YoloWorldError
 from ..manifest import Manifest, read_manifest
-from .base import RuntimeOptions
+from .base import ClosingBackend, RuntimeOptions
 
 _PROVIDERS = {"cuda": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
               "cpu": ("CPUExecutionProvider",)}
 _GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ClosingBackend):
     """``infer(images) -> {output name: array}`` on an exported model (fixed or open vocabulary)."""
 
     name = "onnxruntime"
@@ -32,6 +32,9 @@ class OnnxRuntimeBackend:
         options = options or RuntimeOptions()
         self.manifest: Manifest = read_manifest(path)
         self.open_vocabulary = self.manifest.open_vocabulary
+        self.output_form = self.manifest.output_form
+        self.precision = self.manifest.precision
+        self.stored_vocabulary = None
         available = ort.get_available_providers()
         wanted = options.providers or _PROVIDERS["cuda" if device.startswith("cuda") else "cpu"]
         chosen = [p for p in wanted if p in available]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import YoloWorldError
 from ..manifest import Manifest, read_manifest
-from .base import RuntimeOptions
+from .base import ClosingBackend, RuntimeOptions
 from .cuda import CudaApi, open_cuda, stream_handle
 from .trt_env import REBUILD_HINT, EngineIncompatible, check_engine_compatible, current_gpu, import_tensorrt
 
@@ -42,7 +42,7 @@ def device_index(device: str) -> int:
                          "device='cuda' or 'cuda:N', or the exported .onnx on CPU)")
 
 
-class TensorRTBackend:
+class TensorRTBackend(ClosingBackend):
     """``infer(images) -> {output name: array}`` on a TensorRT engine (fixed vocabulary)."""
 
     name = "tensorrt"
@@ -56,6 +56,9 @@ class TensorRTBackend:
         if not self.path.is_file():
             raise YoloWorldError(f"{self.path}: no such engine file")
         self.manifest: Manifest = read_manifest(self.path)
+        self.output_form = self.manifest.output_form
+        self.precision = self.manifest.precision
+        self.stored_vocabulary = None
         trt = trt or import_tensorrt()
         check_engine_compatible(self.manifest, {"tensorrt": str(trt.__version__),
                                                 "gpu": dataclasses.asdict(current_gpu(index))})

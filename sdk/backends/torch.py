@@ -9,23 +9,29 @@ from typing import Any
 import numpy as np
 
 from ..errors import VocabularyError
+from .base import ClosingBackend, RuntimeOptions
 
 
-class TorchBackend:
-    """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint; ``half``: float16 network
-    (outputs come back as float32 numpy)."""
+class TorchBackend(ClosingBackend):
+    """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint; ``options.half``: float16
+    network (outputs come back as float32 numpy)."""
 
     name = "torch"
     open_vocabulary = True
 
-    def __init__(self, weights: str | os.PathLike, device: str = "cpu", half: bool = False) -> None:
+    output_form = "head"
+    manifest = None
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", options: RuntimeOptions | None = None) -> None:
         import torch
 
         from ..model.checkpoint import load_checkpoint_with_meta
 
+        half = options is not None and options.half
         self._torch = torch
         self.device = torch.device(device)
-        self.model, self.meta = load_checkpoint_with_meta(weights, self.device)
+        self.model, self.meta = load_checkpoint_with_meta(path, self.device)
+        self.stored_vocabulary = self.meta.get("vocabulary")
         self.dtype = torch.float16 if half else torch.float32
         self.precision = "fp16" if half else "fp32"
         if half and self.device.type == "cpu":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parity import assert_same_detections
+from parity import SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL, assert_same_detections
 
 import sdk.backends.tensorrt as backend_mod
 import sdk.backends.trt_env as trt_env
@@ -227,23 +227,9 @@ def make_engine(onnx_path: Path, engine_path: Path, trt_version=TRT_VERSION, gpu
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoints, tmp_path_factory):
-    from export.onnx_export import export_onnx
-    from sdk.backends.torch import encode_texts
-    from sdk.manifest import NmsSettings
-    from sdk.model import load_checkpoint
-    from sdk.vocabulary import Vocabulary
-
-    root = tmp_path_factory.mktemp("trt_backend")
-    model = load_checkpoint(tiny_checkpoints["v2"])
-    vocab = Vocabulary.from_any(CLASSES)
-    emb = vocab.embeddings(lambda t: encode_texts(model, None, t))
-    paths = {}
-    for form in ("raw", "nms"):
-        paths[form] = root / f"{form}.onnx"
-        export_onnx(model, vocab, emb, paths[form], imgsz=160, output_form=form,
-                    nms=NmsSettings(conf=0.05, iou=0.7, max_det=100), log=lambda *_: None)
-    return paths
+def exported(tiny_exports):
+    """The shared tiny exports (conftest): raw and nms forms."""
+    return tiny_exports.paths
 
 
 @pytest.fixture
@@ -273,7 +259,8 @@ def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, 
     assert ref[0].data["speed_ms"] and not isinstance(Detector(exported[form]).backend, TensorRTBackend)
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, conf=0.05, box_atol=1e-4, score_atol=1e-6)  # batches split and padded
+        assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL,  # batches split and padded
+                               score_atol=SAME_RUNTIME_SCORE_ATOL)
     # 5 -> 4 + 1 padded to the profile's minimum of 2; 3 fits
     assert [c[1] for c in env.trt.calls if c[0] == "execute"] == [4, 2, 3]
     # buffers were allocated once, for the largest batch
