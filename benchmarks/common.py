@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sdk.benchmark import cpu_name
 
@@ -30,4 +31,13 @@ def scrub_paths(text: str) -> str:
     return text.replace(str(Path.home()), "~")
 
 
-__all__ = ["ROOT", "cpu_name", "repo_path", "scrub_paths"]
+def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
+    """A matplotlib figure as a PNG, written atomically (a plot beside a results JSON)."""
+    from sdk.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+
+
+__all__ = ["ROOT", "cpu_name", "repo_path", "save_png", "scrub_paths"]

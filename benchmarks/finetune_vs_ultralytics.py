@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, repo_path  # noqa: E402
-from sdk.atomic import atomic_path, atomic_write_text  # noqa: E402
+from benchmarks.common import cpu_name, repo_path, save_png  # noqa: E402
+from sdk.atomic import atomic_write_text  # noqa: E402
 
 # name -> (train images, val images, epochs); image size and batch are the same for every set
 SETS = {"shapes100": (80, 20, 30), "shapes600": (600, 120, 30), "shapes3000": (3000, 300, 10),
@@ -251,9 +251,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("val mAP50:95")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, path)
 
 
 def main() -> None:

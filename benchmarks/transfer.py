@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name  # noqa: E402
-from sdk.atomic import atomic_path, atomic_write_text  # noqa: E402
+from benchmarks.common import cpu_name, save_png  # noqa: E402
+from sdk.atomic import atomic_write_text  # noqa: E402
 
 IMGSZ, BATCH = 320, 16
 SET_A = (600, 120, 30)  # train, val, epochs of the pre-training
@@ -65,9 +65,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("set B val mAP50:95")
     ax.set_title(f"tiny on set B ({SET_B[0]} images), defaults")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, path)
 
 
 def main() -> None:
