@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
+import trt_fake
 from onnx import TensorProto, helper
 
 import export.tensorrt as trt_mod
@@ -207,25 +208,14 @@ class FakeTrt:
     @staticmethod
     def module(version: str = "10.8.0.43", parse_ok: bool = True, build_ok: bool = True) -> types.ModuleType:
         rec = SimpleNamespace(calls=[], builds=0)
-        trt = types.ModuleType("tensorrt")
-        trt.__version__ = version
+        trt = trt_fake.module(version, on_plugins=lambda ns: rec.calls.append(("init_libnvinfer_plugins", ns)))
         trt.rec = rec
-
-        class Logger:
-            WARNING = "WARNING"
-
-            def __init__(self, severity):
-                self.severity = severity
 
         class NetworkDefinitionCreationFlag(enum.IntEnum):
             STRONGLY_TYPED = 1
 
         class MemoryPoolType(enum.IntEnum):
             WORKSPACE = 0
-
-        class TensorIOMode(enum.Enum):
-            INPUT = 1
-            OUTPUT = 2
 
         class Tensor:
             def __init__(self, name, shape):
@@ -326,25 +316,10 @@ class FakeTrt:
                            "version": version, "build": rec.builds}
                 return memoryview(b"PLAN" + json.dumps(payload).encode())
 
-        class Engine:
-            def __init__(self):
-                self.names = ["images", *rec.outputs]
-
-            @property
-            def num_io_tensors(self):
-                return len(self.names)
-
-            def get_tensor_name(self, i):
-                return self.names[i]
-
-            def get_tensor_mode(self, name):
-                return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
-
-            def get_tensor_dtype(self, name):
-                return "int32" if name in ("num_dets", "det_classes") else "float32"
-
-            def get_tensor_shape(self, name):
-                return [-1, 3, IMGSZ, IMGSZ] if name == "images" else [-1, 7]
+        def engine():  # what build_engine reads back: IO names, dtypes, shapes
+            dtypes = {n: "int32" if n in ("num_dets", "det_classes") else "float32" for n in ["images", *rec.outputs]}
+            shapes = {n: (7,) for n in rec.outputs}
+            return trt_fake.FakeEngine(["images", *rec.outputs], dtypes, {**shapes, "images": (3, IMGSZ, IMGSZ)})
 
         class Runtime:
             def __init__(self, logger):
@@ -352,17 +327,10 @@ class FakeTrt:
 
             def deserialize_cuda_engine(self, blob):
                 rec.calls.append(("deserialize_cuda_engine", bytes(blob)[:4]))
-                return Engine() if bytes(blob).startswith(b"PLAN") else None
+                return engine() if bytes(blob).startswith(b"PLAN") else None
 
-        def init_libnvinfer_plugins(logger, namespace):
-            rec.calls.append(("init_libnvinfer_plugins", namespace))
-            return True
-
-        trt.Logger, trt.Builder, trt.OnnxParser, trt.Runtime = Logger, Builder, OnnxParser, Runtime
-        trt.NetworkDefinitionCreationFlag, trt.MemoryPoolType, trt.TensorIOMode = (
-            NetworkDefinitionCreationFlag, MemoryPoolType, TensorIOMode)
-        trt.init_libnvinfer_plugins = init_libnvinfer_plugins
-        trt.nptype = lambda dtype: np.dtype(dtype).type
+        trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
+        trt.NetworkDefinitionCreationFlag, trt.MemoryPoolType = NetworkDefinitionCreationFlag, MemoryPoolType
         return trt
 
 

@@ -7,7 +7,6 @@ compatibility errors, and detections equal to the ONNX Runtime backend. The real
 from __future__ import annotations
 
 import dataclasses
-import enum
 import inspect
 import json
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trt_fake
 from parity import SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL, assert_same_detections
 
 import sdk.backends.tensorrt as backend_mod
@@ -98,19 +98,8 @@ def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynami
     """Just the TensorRT 10 runtime API the backend uses; the 'engine' runs its ONNX on ONNX Runtime."""
     import onnxruntime as ort
 
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
+    trt = trt_fake.module(version, on_plugins=lambda namespace: trt.calls.append(("plugins",)))
     trt.calls = []
-
-    class TensorIOMode(enum.Enum):
-        INPUT = 1
-        OUTPUT = 2
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, severity):
-            pass
 
     class IOutputAllocator:
         def __init__(self):
@@ -165,35 +154,22 @@ def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynami
                 return True
             return work() is not False
 
-    class Engine:
+    class Engine(trt_fake.FakeEngine):
+        """Runs its ONNX on ONNX Runtime; IO names, dtypes and shapes from one probe run."""
+
         def __init__(self, onnx_path):
             self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-            self.names = ["images"] + [o.name for o in self.session.get_outputs()]
+            names = ["images"] + [o.name for o in self.session.get_outputs()]
             probe = self.session.run(None, {"images": np.zeros((1, *self.input_item), np.float32)})
-            self.item_shapes = {n: v.shape[1:] for n, v in zip(self.names[1:], probe, strict=True)}
-            self.dtypes = {"images": "float32", **{n: v.dtype.name for n, v in zip(self.names[1:], probe,
-                                                                                      strict=True)}}
+            super().__init__(names, {"images": "float32", **{n: v.dtype.name for n, v in zip(names[1:], probe,
+                                                                                              strict=True)}},
+                             {"images": self.input_item, **{n: v.shape[1:] for n, v in zip(names[1:], probe,
+                                                                                            strict=True)}})
             self.profile = profile
 
         @property
         def input_item(self):
             return tuple(self.session.get_inputs()[0].shape[1:])
-
-        @property
-        def num_io_tensors(self):
-            return len(self.names)
-
-        def get_tensor_name(self, i):
-            return self.names[i]
-
-        def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name):
-            return self.dtypes[name]
-
-        def get_tensor_shape(self, name):
-            return (-1, *self.input_item) if name == "images" else (-1, *self.item_shapes[name])
 
         def get_tensor_profile_shape(self, name, index):
             return [(b, *self.input_item) for b in self.profile]
@@ -211,9 +187,7 @@ def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynami
                 return None
             return Engine(json.loads(bytes(blob)[4:])["onnx"])
 
-    trt.TensorIOMode, trt.Logger, trt.IOutputAllocator, trt.Runtime = TensorIOMode, Logger, IOutputAllocator, Runtime
-    trt.init_libnvinfer_plugins = lambda logger, namespace: trt.calls.append(("plugins",)) or True
-    trt.nptype = lambda dtype: np.dtype(dtype).type
+    trt.IOutputAllocator, trt.Runtime = IOutputAllocator, Runtime
     return trt
 
 
