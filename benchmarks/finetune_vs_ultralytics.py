@@ -195,7 +195,10 @@ def run_ours(name: str, data: Path, epochs: int, work: Path, gt: dict, img_dir: 
         results += det.predict(str(img_dir / img["file_name"]))[0].to_coco(img["id"], cats)
     with open(out / "metrics.csv", newline="") as f:
         curve = [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
-    return {"command": " ".join(cmd[1:]).replace(str(data), repo_path(data)), "train_seconds": seconds,
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    return {"command": " ".join(cmd[1:]).replace(str(data), repo_path(data)), "revision": revision,
+            "train_seconds": seconds,
             **score(results, gt), "curve": curve, "schedule": (out / "config.yaml").read_text()}
 
 
@@ -259,6 +262,8 @@ def main() -> None:
     p.add_argument("--peer-venv", type=Path, required=True, help="scratch venv with ultralytics installed")
     p.add_argument("--work", type=Path, required=True, help="scratch folder for datasets and runs (outside the repo)")
     p.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    p.add_argument("--side", choices=("both", "ours", "ultralytics"), default="both",
+                   help="rerun one side only, keeping the other side's recorded result for the set")
     p.add_argument("--raccoon", type=Path, help="the raccoon dataset checkout (images/, annotations/)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_vs_ultralytics.json")
     args = p.parse_args()
@@ -285,13 +290,21 @@ def main() -> None:
             yolo_yaml = make_shapes(work / "data", n_train, n_val)
         names = write_peer_text_cache(yolo_yaml)
         gt, img_dir = val_split(yolo_yaml)
-        print(f"[{name}] ours ...", flush=True)
-        ours = run_ours(name, ours_data(name, work / "data", yolo_yaml), epochs, work, gt, img_dir)
-        print(f"[{name}] ours {ours['mAP50_95']:.3f} in {ours['train_seconds']:.0f} s; ultralytics ...", flush=True)
-        peer = run_peer(python, yolo_yaml, epochs, work, gt, img_dir)
-        print(f"[{name}] ultralytics {peer['mAP50_95']:.3f} in {peer['train_seconds']:.0f} s", flush=True)
-        report["sets"][name] = {"train_images": n_train, "val_images": n_val, "epochs": epochs, "classes": len(names),
-                                "ours": ours, "ultralytics": peer,
+        entry = report["sets"].get(name, {}) if args.side != "both" else {}
+        if args.side in ("both", "ours"):
+            print(f"[{name}] ours ...", flush=True)
+            entry["ours"] = run_ours(name, ours_data(name, work / "data", yolo_yaml), epochs, work, gt, img_dir)
+            print(f"[{name}] ours {entry['ours']['mAP50_95']:.3f} in {entry['ours']['train_seconds']:.0f} s",
+                  flush=True)
+        if args.side in ("both", "ultralytics"):
+            print(f"[{name}] ultralytics ...", flush=True)
+            entry["ultralytics"] = run_peer(python, yolo_yaml, epochs, work, gt, img_dir)
+            print(f"[{name}] ultralytics {entry['ultralytics']['mAP50_95']:.3f} in "
+                  f"{entry['ultralytics']['train_seconds']:.0f} s", flush=True)
+        if "ours" not in entry or "ultralytics" not in entry:
+            raise SystemExit(f"[{name}] no recorded result for the other side in {args.out}: run --side both")
+        report["sets"][name] = {**entry, "train_images": n_train, "val_images": n_val, "epochs": epochs,
+                                "classes": len(names),
                                 "text_embeddings_max_abs_diff": check_same_text_tower(work / "ours", names)}
         atomic_write_text(args.out, json.dumps(report, indent=1))
         plot(report, args.out.with_suffix(".png"))

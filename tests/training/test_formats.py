@@ -26,6 +26,16 @@ def shapes(tmp_path_factory):
             "voc": to_voc_layout(coco_yaml, root / "voc"), "root": root}
 
 
+def _copy_yolo(shapes, dest):
+    """A private copy of the YOLO dataset whose data.yaml points at the copy (its ``path`` is absolute)."""
+    import shutil
+
+    shutil.copytree(shapes["yolo"].parent, dest)
+    config = yaml.safe_load((dest / "data.yaml").read_text())
+    (dest / "data.yaml").write_text(yaml.safe_dump({**config, "path": str(dest)}))
+    return dest
+
+
 def _reference(shapes, split):
     return json.loads((shapes["coco"].parent / "annotations" / f"{split}.json").read_text())
 
@@ -80,10 +90,7 @@ def test_yolo_yaml_variants(shapes, tmp_path):
     ("0 0.5 nan 0.2 0.2", "5 finite numbers"),
 ])
 def test_bad_yolo_lines_are_named_by_file_and_line(shapes, tmp_path, line, message):
-    import shutil
-
-    root = tmp_path / "yolo"
-    shutil.copytree(shapes["yolo"].parent, root)
+    root = _copy_yolo(shapes, tmp_path / "yolo")
     label = root / "labels" / "val" / "val_00002.txt"
     label.write_text(label.read_text() + line + "\n")
     n = len(label.read_text().splitlines())
@@ -139,8 +146,6 @@ def test_voc_difficult_is_ignored_and_without_imagesets_everything_trains(shapes
 
 
 def test_training_reads_every_layout_and_clips_outside_boxes(shapes, tmp_path):
-    import shutil
-
     for key in ("yolo", "voc"):
         data = read_data(shapes[key])
         assert len(data.build_train(min_size=0)) == 8 and len(data.build_val()) == 4
@@ -151,8 +156,7 @@ def test_training_reads_every_layout_and_clips_outside_boxes(shapes, tmp_path):
     texts.write_text(json.dumps([["a"]]))
     with pytest.raises(DataError, match="lists 1 classes but data.yaml has 4"):
         read_data(shapes["yolo"], texts)
-    root = tmp_path / "yolo"
-    shutil.copytree(shapes["yolo"].parent, root)
+    root = _copy_yolo(shapes, tmp_path / "yolo")
     label = root / "labels" / "train" / "train_00000.txt"
     label.write_text(label.read_text() + "1 0.98 0.5 0.2 0.2\n")  # reaches 0.08 past the right edge
     with pytest.warns(UserWarning, match="clipped 1 boxes to their image, dropped 0"):
