@@ -91,6 +91,12 @@ def main() -> None:
                                      args.work / "pretrain")
         report["pretraining"] = {"epochs": SET_A[2], "seconds": seconds, "set_a_val_mAP": final}
         pretrained = args.work / "pretrain" / "last.pt"
+    else:  # e.g. the shapes600 run of finetune_vs_ultralytics.py: the same set A, epochs, batch and size
+        metrics = pretrained.parent / "metrics.csv"
+        with open(metrics, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("mAP")]
+        report["pretraining"] = {"given": f"{pretrained.parent.name}/{pretrained.name}",
+                                 "epochs": int(rows[-1]["epoch"]), "set_a_val_mAP": float(rows[-1]["mAP"])}
     b = make_shapes_dataset(args.work / "set_b", SET_B[0], SET_B[1], IMGSZ, seed=2, classes=OTHER_CLASSES,
                             style="dark")
     common = ["--data", str(b), "--epochs", str(args.epochs)]

@@ -81,6 +81,7 @@ class Evil:
         return (print, ("code ran",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the payload is pickled at protocol 4 on purpose
 def test_pickled_code_is_refused(tmp_path):
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"state_dict": Evil()}, f)
