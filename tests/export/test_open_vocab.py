@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 from parity import (
+    RANDOM_BOX_ATOL,
+    RANDOM_SCORE_ATOL,
     SAME_RUNTIME_BOX_ATOL,
     SAME_RUNTIME_SCORE_ATOL,
     TEXT_ATOL,
@@ -72,7 +74,7 @@ def artifacts(models, tmp_path_factory):
     return out
 
 
-def _same(a_list, b_list, box_atol=1e-2, score_atol=1e-4):
+def _same(a_list, b_list, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL):
     """The same detections up to float rounding (the conf and max_det edges may differ, see parity.py)."""
     assert sum(len(d) for d in a_list) > 10  # not a vacuous comparison
     for a, b in zip(a_list, b_list, strict=True):

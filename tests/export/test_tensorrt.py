@@ -5,15 +5,11 @@ run against ONNX Runtime need TensorRT, cuda-python and an NVIDIA GPU (markers `
 from __future__ import annotations
 
 import dataclasses
-import enum
-import hashlib
 import importlib.util
 import inspect
-import json
 import pickle
 import re
 import sys
-import types
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +19,7 @@ import onnx
 import pytest
 import trt_fake
 from onnx import TensorProto, helper
+from parity import TRT_FP32_BOX_ATOL, TRT_FP32_SCORE_ATOL
 
 import export.tensorrt as trt_mod
 import sdk.backends.trt_env as trt_env
@@ -98,7 +95,7 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_missing_gpu_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt.module())
+    monkeypatch.setitem(sys.modules, "tensorrt", trt_fake.fake_tensorrt("10.8.0.43"))
     monkeypatch.setattr(trt_env, "_GPU_PROBES", (lambda d: None, lambda d: None))
     with pytest.raises(TensorRTUnavailable, match="no CUDA GPU 0 found") as err:
         build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
@@ -201,139 +198,6 @@ def test_not_an_engine_manifest(tmp_path):
 # The builder against a stand-in tensorrt module with the documented Python API
 
 
-class FakeTrt:
-    """Just the API surface build_engine uses (TensorRT 10/11 Python docs); records every call. A
-    method build_engine should not call (precision flags, calibrators) does not exist here."""
-
-    @staticmethod
-    def module(version: str = "10.8.0.43", parse_ok: bool = True, build_ok: bool = True) -> types.ModuleType:
-        rec = SimpleNamespace(calls=[], builds=0)
-        trt = trt_fake.module(version, on_plugins=lambda ns: rec.calls.append(("init_libnvinfer_plugins", ns)))
-        trt.rec = rec
-
-        class NetworkDefinitionCreationFlag(enum.IntEnum):
-            STRONGLY_TYPED = 1
-
-        class MemoryPoolType(enum.IntEnum):
-            WORKSPACE = 0
-
-        class Tensor:
-            def __init__(self, name, shape):
-                self.name, self.shape = name, shape
-
-        class Network:
-            def __init__(self, flags):
-                self.flags, self.inputs, self.outputs = flags, [], []
-
-            @property
-            def num_inputs(self):
-                return len(self.inputs)
-
-            def get_input(self, i):
-                return self.inputs[i]
-
-        class OnnxParser:
-            def __init__(self, network, logger):
-                self.network = network
-
-            def parse_from_file(self, path):
-                rec.calls.append(("parse_from_file", path))
-                if not parse_ok:
-                    return False
-                m = read_manifest(path)
-                batch = -1 if m.dynamic_batch else 1
-                self.network.inputs = [Tensor("images", [batch, 3, *m.imgsz])]
-                self.network.outputs = list(m.output_names)
-                rec.outputs = list(m.output_names)
-                rec.onnx = Path(path).read_bytes()
-                return True
-
-            @property
-            def num_errors(self):
-                return 0 if parse_ok else 1
-
-            def get_error(self, i):
-                return "In node 3 (importFoo): UNSUPPORTED_NODE: no importer for Foo"
-
-        class TimingCache:
-            def __init__(self, blob):
-                self.blob = bytes(blob)
-
-            def serialize(self):
-                return memoryview(b"TIMING:" + self.blob[-8:] + b"+1")
-
-        class Config:
-            def __init__(self):
-                self.cache = None
-
-            def set_memory_pool_limit(self, pool, size):
-                rec.calls.append(("set_memory_pool_limit", pool, size))
-
-            def add_optimization_profile(self, profile):
-                rec.calls.append(("add_optimization_profile", profile.shapes))
-                return 0
-
-            def create_timing_cache(self, blob):
-                rec.calls.append(("create_timing_cache", bytes(blob)))
-                return TimingCache(blob)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                rec.calls.append(("set_timing_cache", cache.blob, ignore_mismatch))
-                if cache.blob.startswith(b"FOREIGN"):
-                    return False
-                self.cache = cache
-                return True
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Profile:
-            def __init__(self):
-                self.shapes = {}
-
-            def set_shape(self, name, min, opt, max):  # TensorRT names its keywords so
-                self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
-
-        class Builder:
-            def __init__(self, logger):
-                rec.calls.append(("Builder",))
-
-            def create_network(self, flags=0):
-                rec.calls.append(("create_network", flags))
-                return Network(flags)
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                rec.builds += 1
-                if not build_ok:
-                    return None
-                payload = {"onnx": hashlib.sha256(rec.onnx).hexdigest(), "flags": network.flags,
-                           "version": version, "build": rec.builds}
-                return memoryview(b"PLAN" + json.dumps(payload).encode())
-
-        def engine():  # what build_engine reads back: IO names, dtypes, shapes
-            dtypes = {n: "int32" if n in ("num_dets", "det_classes") else "float32" for n in ["images", *rec.outputs]}
-            shapes = {n: (7,) for n in rec.outputs}
-            return trt_fake.FakeEngine(["images", *rec.outputs], dtypes, {**shapes, "images": (3, IMGSZ, IMGSZ)})
-
-        class Runtime:
-            def __init__(self, logger):
-                pass
-
-            def deserialize_cuda_engine(self, blob):
-                rec.calls.append(("deserialize_cuda_engine", bytes(blob)[:4]))
-                return engine() if bytes(blob).startswith(b"PLAN") else None
-
-        trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
-        trt.NetworkDefinitionCreationFlag, trt.MemoryPoolType = NetworkDefinitionCreationFlag, MemoryPoolType
-        return trt
-
-
 def _tiny_onnx(path: Path, manifest: Manifest, salt: float = 0.0) -> Path:
     """A small valid ONNX (images -> scores, boxes) with ``manifest`` as its sidecar."""
     images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, IMGSZ, IMGSZ])
@@ -359,7 +223,7 @@ def fake_env(monkeypatch):
     env = SimpleNamespace(gpu=H100)
 
     def install(**kw):
-        env.trt = FakeTrt.module(**kw)
+        env.trt = trt_fake.fake_tensorrt(kw.pop("version", "10.8.0.43"), imgsz=IMGSZ, **kw)
         monkeypatch.setitem(sys.modules, "tensorrt", env.trt)
         return env.trt
 
@@ -596,8 +460,8 @@ def test_tensorrt_build_and_run_matches_onnxruntime(tiny_checkpoints, tmp_path):
     for batch in (1, 3):
         got, ref = run(images[:batch]), _ort(onnx_path, images[:batch])
         assert got["scores"].shape == ref["scores"].shape == (batch, 525, 3)
-        np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-3)  # fp32 (TF32 convs allowed)
-        np.testing.assert_allclose(got["boxes"], ref["boxes"], atol=0.5)  # pixels at 160 px
+        np.testing.assert_allclose(got["scores"], ref["scores"], atol=TRT_FP32_SCORE_ATOL)
+        np.testing.assert_allclose(got["boxes"], ref["boxes"], atol=TRT_FP32_BOX_ATOL)
 
     logs.clear()
     build_engine(onnx_path, tmp_path / "again.engine", 1, 2, 4, cache_dir=cache_dir, log=logs.append)
@@ -625,6 +489,6 @@ def test_tensorrt_nms_forms(tiny_checkpoints, tmp_path):
             sure = ref["det_scores"][b, :n_ref] > 0.1 + 2e-3  # clear of the conf threshold
             assert abs(n_got - n_ref) <= int((~sure).sum()), (form, b, n_got, n_ref)
             m = int(sure.sum())
-            np.testing.assert_allclose(got["det_scores"][b, :m], ref["det_scores"][b, :m], atol=1e-3)
-            np.testing.assert_allclose(got["det_boxes"][b, :m], ref["det_boxes"][b, :m], atol=0.5)
+            np.testing.assert_allclose(got["det_scores"][b, :m], ref["det_scores"][b, :m], atol=TRT_FP32_SCORE_ATOL)
+            np.testing.assert_allclose(got["det_boxes"][b, :m], ref["det_boxes"][b, :m], atol=TRT_FP32_BOX_ATOL)
             np.testing.assert_array_equal(got["det_classes"][b, :m], ref["det_classes"][b, :m])

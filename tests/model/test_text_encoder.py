@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from parity import TEXT_ATOL
+from parity import TEXT_ATOL, TEXT_BATCHING_ATOL
 
 from sdk.model import TextEncoderConfig, load_text_encoder, tokenize
 from sdk.model.text_encoder import EOT_TOKEN, SOT_TOKEN, CLIPTextEncoder, convert_open_clip_state_dict
@@ -82,8 +82,8 @@ def test_normalised_and_padding_invariant(encoder):
     one_by_one = torch.cat([encoder.encode([t]) for t in TEXTS])  # no padding at all
     encoder._memory.clear()
     chunked = encoder.encode(TEXTS, chunk=3)
-    torch.testing.assert_close(one_by_one, emb, rtol=0, atol=1e-6)
-    torch.testing.assert_close(chunked, emb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(one_by_one, emb, rtol=0, atol=TEXT_BATCHING_ATOL)
+    torch.testing.assert_close(chunked, emb, rtol=0, atol=TEXT_BATCHING_ATOL)
 
 
 def test_cache_memory_and_disk(encoder, monkeypatch, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import sys
 import types
@@ -33,167 +32,9 @@ TRT_VERSION = "10.13.0.35"
 CLASSES = ["person", "red car", "a dog"]
 
 
-class FakeCuda:
-    """``CudaApi`` on numpy: 'device' memory is a dict of byte arrays; graphs record enqueued work."""
-
-    name, supports_graphs = "fake", True
-
-    def __init__(self):
-        self.mem: dict[int, np.ndarray] = {}
-        self.pinned: list[int] = []
-        self.next_ptr = 0x10000
-        self.capturing: list | None = None
-        self.log: list[tuple] = []
-
-    def malloc(self, nbytes):
-        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 0x1000
-        self.mem[ptr] = np.zeros(nbytes, np.uint8)
-        self.log.append(("malloc", nbytes))
-        return ptr
-
-    def free(self, ptr):
-        del self.mem[ptr]
-
-    def host_alloc(self, nbytes):
-        array = np.zeros(nbytes, np.uint8)
-        self.pinned.append(id(array))
-        return array
-
-    def host_free(self, array):
-        self.pinned.remove(id(array))
-
-    def stream_create(self):
-        return 7
-
-    def stream_destroy(self, stream):
-        self.log.append(("stream_destroy",))
-
-    def htod_async(self, dst, src, nbytes, stream):
-        self.mem[dst][:nbytes] = src.view(np.uint8)[:nbytes]
-
-    def dtoh_async(self, dst, src, nbytes, stream):
-        dst.view(np.uint8)[:nbytes] = self.mem[src][:nbytes]
-
-    def synchronize(self, stream):
-        pass
-
-    def begin_capture(self, stream):
-        self.capturing = []
-        self.log.append(("capture",))
-
-    def end_capture(self, stream):
-        graph, self.capturing = self.capturing, None
-        return graph
-
-    def launch(self, graph, stream):
-        self.log.append(("launch",))
-        for work in graph:
-            work()
-
-    def graph_destroy(self, graph):
-        pass
-
-
-def fake_tensorrt(cuda: FakeCuda, profile=(1, 4, 4), version=TRT_VERSION, dynamic_outputs=()) -> types.ModuleType:
-    """Just the TensorRT 10 runtime API the backend uses; the 'engine' runs its ONNX on ONNX Runtime."""
-    import onnxruntime as ort
-
-    trt = trt_fake.module(version, on_plugins=lambda namespace: trt.calls.append(("plugins",)))
-    trt.calls = []
-
-    class IOutputAllocator:
-        def __init__(self):
-            pass
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.shape, self.addresses, self.allocators = engine, None, {}, {}
-
-        def set_input_shape(self, name, shape):
-            low, high = self.engine.profile[0], self.engine.profile[2]
-            if not low <= shape[0] <= high:
-                return False
-            self.shape = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            if name == "images":
-                return self.shape
-            if name in dynamic_outputs:
-                return (-1, *self.engine.item_shapes[name])
-            return (self.shape[0], *self.engine.item_shapes[name])
-
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
-            return True
-
-        def set_output_allocator(self, name, allocator):
-            self.allocators[name] = allocator
-            return True
-
-        def execute_async_v3(self, stream):
-            def work():
-                trt.calls.append(("execute", self.shape[0]))
-                n = int(np.prod(self.shape)) * 4
-                images = cuda.mem[self.addresses["images"]][:n].view(np.float32).reshape(self.shape)
-                outs = self.engine.session.run(None, {"images": images})
-                for name, value in zip(self.engine.names[1:], outs, strict=True):
-                    value = np.ascontiguousarray(value)
-                    if name in self.allocators:
-                        alloc = self.allocators[name]
-                        ptr = alloc.reallocate_output_async(name, 0, value.nbytes, 256, stream)
-                        if not ptr:  # TensorRT fails the enqueue when an allocator returns null
-                            return False
-                        alloc.notify_shape(name, value.shape)
-                    else:
-                        ptr = self.addresses[name]
-                    cuda.mem[ptr][:value.nbytes] = value.view(np.uint8).ravel()
-
-            if cuda.capturing is not None:
-                cuda.capturing.append(work)
-                return True
-            return work() is not False
-
-    class Engine(trt_fake.FakeEngine):
-        """Runs its ONNX on ONNX Runtime; IO names, dtypes and shapes from one probe run."""
-
-        def __init__(self, onnx_path):
-            self.session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-            names = ["images"] + [o.name for o in self.session.get_outputs()]
-            probe = self.session.run(None, {"images": np.zeros((1, *self.input_item), np.float32)})
-            super().__init__(names, {"images": "float32", **{n: v.dtype.name for n, v in zip(names[1:], probe,
-                                                                                              strict=True)}},
-                             {"images": self.input_item, **{n: v.shape[1:] for n, v in zip(names[1:], probe,
-                                                                                            strict=True)}})
-            self.profile = profile
-
-        @property
-        def input_item(self):
-            return tuple(self.session.get_inputs()[0].shape[1:])
-
-        def get_tensor_profile_shape(self, name, index):
-            return [(b, *self.input_item) for b in self.profile]
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, blob):
-            trt.calls.append(("deserialize",))
-            if not bytes(blob).startswith(b"PLAN"):
-                return None
-            return Engine(json.loads(bytes(blob)[4:])["onnx"])
-
-    trt.IOutputAllocator, trt.Runtime = IOutputAllocator, Runtime
-    return trt
-
-
 def make_engine(onnx_path: Path, engine_path: Path, trt_version=TRT_VERSION, gpu=H100) -> Path:
     """A stand-in engine file (names its ONNX) with the sidecar build_engine would write."""
-    engine_path.write_bytes(b"PLAN" + json.dumps({"onnx": str(onnx_path)}).encode())
+    trt_fake.engine_for(onnx_path, engine_path)
     m = read_manifest(onnx_path)
     write_sidecar(dataclasses.replace(m, extra={**m.extra, "tensorrt": trt_version,
                                                 "gpu": dataclasses.asdict(gpu)}), engine_path)
@@ -209,13 +50,13 @@ def exported(tiny_exports):
 @pytest.fixture
 def env(monkeypatch):
     monkeypatch.setattr(trt_env, "_GPU_PROBES", (lambda d: H100,))
-    cuda = FakeCuda()
-    return types.SimpleNamespace(cuda=cuda)
+    return types.SimpleNamespace(cuda=trt_fake.FakeCuda())
 
 
 def open_backend(env, engine, **kw):
     profile = kw.pop("profile", (1, 4, 4))
-    env.trt = fake_tensorrt(env.cuda, profile=profile, dynamic_outputs=kw.pop("dynamic_outputs", ()))
+    env.trt = trt_fake.fake_tensorrt(TRT_VERSION, cuda=env.cuda, profile=profile,
+                                     dynamic_outputs=kw.pop("dynamic_outputs", ()))
     return TensorRTBackend(engine, "cuda", RuntimeOptions(**kw), trt=env.trt, cuda=env.cuda)
 
 
@@ -236,7 +77,7 @@ def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, 
         assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL,  # batches split and padded
                                score_atol=SAME_RUNTIME_SCORE_ATOL)
     # 5 -> 4 + 1 padded to the profile's minimum of 2; 3 fits
-    assert [c[1] for c in env.trt.calls if c[0] == "execute"] == [4, 2, 3]
+    assert [c[1] for c in env.trt.rec.calls if c[0] == "execute"] == [4, 2, 3]
     # buffers were allocated once, for the largest batch
     raw = read_manifest(exported[form])
     mallocs = [c[1] for c in env.cuda.log if c[0] == "malloc"]
@@ -318,7 +159,7 @@ def test_engine_of_another_tensorrt_or_gpu_is_refused_before_deserialising(env, 
     with pytest.raises(EngineIncompatible, match=rf"TensorRT 10.3.0.26 and this machine has TensorRT {TRT_VERSION}"
                                                  r".*yoloworld-export --engine trt"):
         open_backend(env, engine)
-    assert ("deserialize",) not in env.trt.calls
+    assert not [c for c in env.trt.rec.calls if c[0] == "deserialize_cuda_engine"]
     a100 = make_engine(exported["raw"], tmp_path / "a100.engine", gpu=GpuInfo("NVIDIA A100", "8.0"))
     with pytest.raises(EngineIncompatible, match=r"built for NVIDIA A100 \(compute capability 8.0\)"):
         open_backend(env, a100)
