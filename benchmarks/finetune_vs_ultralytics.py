@@ -45,7 +45,7 @@ from benchmarks.common import cpu_name, repo_path, save_png  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 # name -> (train images, val images, epochs); image size and batch are the same for every set
-SETS = {"shapes100": (80, 20, 30), "shapes600": (600, 120, 30), "shapes3000": (3000, 300, 10),
+SETS = {"shapes100": (80, 20, 30), "shapes600": (600, 120, 30), "shapes3000": (3000, 300, 5),
         "raccoon": (160, 40, 30)}
 IMGSZ, BATCH, THREADS = 320, 16, 2
 PEER_MODEL = "yolov8n-worldv2.yaml"
@@ -197,9 +197,12 @@ def run_ours(name: str, data: Path, epochs: int, work: Path, gt: dict, img_dir: 
         curve = [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
-    return {"command": " ".join(cmd[1:]).replace(str(data), repo_path(data)), "revision": revision,
-            "train_seconds": seconds,
-            **score(results, gt), "curve": curve, "schedule": (out / "config.yaml").read_text()}
+    def hide(text: str) -> str:  # the scratch folder as <work>: results must not record this machine's layout
+        return text.replace(str(work.parent), "<work>")
+
+    return {"command": hide(" ".join(cmd[1:]).replace(str(data), repo_path(data))), "revision": revision,
+            "train_seconds": seconds, **score(results, gt), "curve": curve,
+            "schedule": hide((out / "config.yaml").read_text())}
 
 
 def run_peer(python: Path, yolo_yaml: Path, epochs: int, work: Path, gt: dict, img_dir: Path) -> dict[str, Any]:
