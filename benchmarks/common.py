@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import tempfile
@@ -31,6 +32,12 @@ def scrub_paths(text: str) -> str:
     return text.replace(str(Path.home()), "~")
 
 
+def read_curve(metrics_csv: str | os.PathLike) -> list[tuple[int, float]]:
+    """(epoch, val mAP50:95) of the validated epochs of a ``training.finetune`` run's ``metrics.csv``."""
+    with open(metrics_csv, newline="") as f:
+        return [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
+
+
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """A matplotlib figure as a PNG, written atomically (a plot beside a results JSON)."""
     from sdk.atomic import atomic_path
@@ -40,4 +47,4 @@ def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
         fig.savefig(tmp, dpi=dpi, format="png")
 
 
-__all__ = ["ROOT", "cpu_name", "repo_path", "save_png", "scrub_paths"]
+__all__ = ["ROOT", "cpu_name", "read_curve", "repo_path", "save_png", "scrub_paths"]

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, repo_path, save_png  # noqa: E402
+from benchmarks.common import cpu_name, read_curve, repo_path, save_png  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 # name -> (train images, val images, epochs); image size and batch are the same for every set
@@ -193,10 +193,10 @@ def run_ours(name: str, data: Path, epochs: int, work: Path, gt: dict, img_dir: 
     results = []
     for img in gt["images"]:
         results += det.predict(str(img_dir / img["file_name"]))[0].to_coco(img["id"], cats)
-    with open(out / "metrics.csv", newline="") as f:
-        curve = [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
+    curve = read_curve(out / "metrics.csv")
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
+
     def hide(text: str) -> str:  # the scratch folder as <work>: results must not record this machine's layout
         return text.replace(str(work.parent), "<work>")
 

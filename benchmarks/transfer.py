@@ -14,7 +14,6 @@ weights) on set B's validation split.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, save_png  # noqa: E402
+from benchmarks.common import cpu_name, read_curve, save_png  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 IMGSZ, BATCH = 320, 16
@@ -45,8 +44,7 @@ def finetune(args: list[str], out: Path) -> tuple[float, list[tuple[int, float]]
                                env={**os.environ, "OMP_NUM_THREADS": "2"})
     if code:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.with_suffix('.log')}")
-    with open(out / "metrics.csv", newline="") as f:
-        curve = [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
+    curve = read_curve(out / "metrics.csv")
     return time.perf_counter() - t0, curve, curve[-1][1]
 
 
@@ -92,11 +90,9 @@ def main() -> None:
         report["pretraining"] = {"epochs": SET_A[2], "seconds": seconds, "set_a_val_mAP": final}
         pretrained = args.work / "pretrain" / "last.pt"
     else:  # e.g. the shapes600 run of finetune_vs_ultralytics.py: the same set A, epochs, batch and size
-        metrics = pretrained.parent / "metrics.csv"
-        with open(metrics, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("mAP")]
-        report["pretraining"] = {"given": f"{pretrained.parent.name}/{pretrained.name}",
-                                 "epochs": int(rows[-1]["epoch"]), "set_a_val_mAP": float(rows[-1]["mAP"])}
+        epoch, final = read_curve(pretrained.parent / "metrics.csv")[-1]
+        report["pretraining"] = {"given": f"{pretrained.parent.name}/{pretrained.name}", "epochs": epoch,
+                                 "set_a_val_mAP": final}
     b = make_shapes_dataset(args.work / "set_b", SET_B[0], SET_B[1], IMGSZ, seed=2, classes=OTHER_CLASSES,
                             style="dark")
     common = ["--data", str(b), "--epochs", str(args.epochs)]

@@ -28,7 +28,7 @@ from sdk.manifest import read_manifest, write_sidecar
 pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
-TRT_VERSION = "10.13.0.35"
+TRT_VERSION = trt_fake.VERSION
 CLASSES = ["person", "red car", "a dog"]
 
 
