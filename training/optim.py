@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .schedule import batch_scaled_weight_decay
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, effective_batch: int,
@@ -20,7 +21,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, effective_batch: int,
             continue
         (decay if p.ndim >= 2 else no_decay).append(p)
     no_decay += list(extra or [])
-    wd = cfg.weight_decay * effective_batch / 64
+    wd = batch_scaled_weight_decay(cfg.weight_decay, effective_batch)
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if not groups:

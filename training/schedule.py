@@ -69,6 +69,11 @@ class Schedule:
                 f"{self.workers} loader workers, {self.num_texts} text slots per image")
 
 
+def batch_scaled_weight_decay(weight_decay: float, nominal_batch: int) -> float:
+    """The official YOLOv5 batch rule: ``weight_decay`` is per 64 images of optimiser step (0.05 -> 0.1 at 128)."""
+    return weight_decay * nominal_batch / 64
+
+
 def cores_per_process() -> int:
     """CPU cores this process may use, shared with the other processes of this node (torchrun)."""
     try:
@@ -114,11 +119,13 @@ def resolve_schedule(cfg: TrainConfig, train_images: int, num_classes: int, worl
     workers = cfg.workers if cfg.workers is not None else min(MAX_WORKERS, cores or cores_per_process())
     num_texts = cfg.num_texts if cfg.num_texts is not None else (
         OFFICIAL_NUM_TEXTS if official else min(OFFICIAL_NUM_TEXTS, num_classes))
+    nominal = accumulate * per_step  # the batch the rules asked for, rounded to whole micro-batches
     resolved = dataclasses.replace(
-        cfg, total_batch_size=accumulate * per_step, lr=lr, warmup_iters=warmup, ema_momentum=momentum,
+        cfg, total_batch_size=nominal, lr=lr, warmup_iters=warmup, ema_momentum=momentum,
         ema_gamma=gamma, workers=workers, num_texts=num_texts)
-    schedule = Schedule(accumulate * per_step, accumulate, steps_per_epoch, total, warmup, lr,
-                        cfg.weight_decay * accumulate * per_step / 64, momentum, gamma, workers, num_texts, cfg.recipe)
+    schedule = Schedule(nominal, accumulate, steps_per_epoch, total, warmup, lr,
+                        batch_scaled_weight_decay(cfg.weight_decay, nominal), momentum, gamma, workers, num_texts,
+                        cfg.recipe)
     return resolved, schedule, _warnings(schedule, train_images, cfg)
 
 
@@ -159,4 +166,5 @@ def _warnings(s: Schedule, train_images: int, cfg: TrainConfig) -> list[str]:
     return out
 
 
-__all__ = ["RunFacts", "Schedule", "cores_per_process", "resolve_config", "resolve_schedule"]
+__all__ = ["RunFacts", "Schedule", "batch_scaled_weight_decay", "cores_per_process", "resolve_config",
+           "resolve_schedule"]
