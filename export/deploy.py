@@ -12,19 +12,21 @@ from sdk.model.boxes import anchor_points, dfl_bins, dfl_expectation, distances_
 class DeployModel(nn.Module):
     """``forward(images) -> (scores, boxes)``.
 
-    images: float32 ``(B, 3, S, S)`` RGB in [0, 1] (letterboxed). scores: ``(B, A, C)`` sigmoid class
+    images: float32 ``(B, 3, H, W)`` RGB in [0, 1] (letterboxed; ``H = W = imgsz`` unless ``dynamic_hw``,
+    where any multiples of 32 and the anchors are computed in the graph). scores: ``(B, A, C)`` sigmoid class
     scores (for ``prompt_groups``, the max over a class's prompts); boxes: ``(B, A, 4)`` xyxy in input
     pixels. Anchors level by level (strides 8, 16, 32), row-major. Einsum-free: Conv, Softmax,
     ReduceSum/Max, Gather, elementwise ops only.
     """
 
     def __init__(self, folded: nn.Module, imgsz: int, reg_max: int = 16,
-                 class_columns: list[list[int]] | None = None, num_columns: int = 0) -> None:
+                 class_columns: list[list[int]] | None = None, num_columns: int = 0, dynamic_hw: bool = False) -> None:
         """``class_columns[c]``: the model's text columns that make class c (several prompts: max
         of their scores; a padding prompt's column belongs to no class and is dropped)."""
         super().__init__()
         self.folded = folded
         self.reg_max = reg_max
+        self.dynamic_hw = dynamic_hw
         points, strides = anchor_points([(imgsz // s, imgsz // s) for s in STRIDES], STRIDES)
         self.register_buffer("points", points[None])  # (1, A, 2)
         self.register_buffer("strides", strides[None])  # (1, A, 1)
@@ -53,5 +55,8 @@ class DeployModel(nn.Module):
         for t in box_dists:
             b, _, h, w = t.shape
             dists.append(dfl_expectation(t.reshape(b, 4, self.reg_max, h * w), 2, self.bins))  # (B, 4, HW)
-        ltrb = torch.cat(dists, 2).transpose(1, 2) * self.strides  # (B, A, 4) pixels
-        return distances_to_boxes(self.points, ltrb)
+        points, strides = self.points, self.strides
+        if self.dynamic_hw:  # traced from the feature-map sizes: Shape -> Range in the graph
+            points, strides = (p[None] for p in anchor_points([t.shape[2:] for t in box_dists], STRIDES))
+        ltrb = torch.cat(dists, 2).transpose(1, 2) * strides  # (B, A, 4) pixels
+        return distances_to_boxes(points, ltrb)

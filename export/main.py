@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="largest batch the artifact accepts (dynamic axis)")
     p.add_argument("--opt-batch", type=int, default=8, help="TensorRT profile's optimal batch")
     p.add_argument("--static-batch", action="store_true", help="fixed batch 1 instead of a dynamic axis")
+    p.add_argument("--static-shape", action="store_true",
+                   help="fixed imgsz x imgsz input (the official square letterbox only); default for onnx: dynamic "
+                        "height and width, so each image is padded to the smallest multiple of 32 (rect)")
     p.add_argument("--no-simplify", action="store_true")
     p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first")
     p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
@@ -78,6 +81,7 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(
         engine=args.engine, output_form=args.output_form, precision=args.precision, imgsz=args.imgsz,
         opset=args.opset, max_batch=args.batch, opt_batch=args.opt_batch, dynamic_batch=not args.static_batch,
+        dynamic_hw=False if args.static_shape else None,
         simplify=not args.no_simplify, nms=NmsSettings(args.conf, args.iou, args.max_det, args.agnostic),
         calib_images=args.calib_images, calib_cache=args.calib_cache, int8_activations=args.int8_activations,
         open_vocab=args.open_vocab, capacity=args.capacity, workspace_gib=args.workspace_gib,

@@ -58,17 +58,18 @@ def simplify_and_check(proto: Any, simplify: bool, log: Any = print) -> Any:
     return proto
 
 
-def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, imgsz: int) -> DeployModel:
+def build_deploy_model(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, imgsz: int,
+                       dynamic_hw: bool = False) -> DeployModel:
     folded = model.fold_text_embeddings(torch.from_numpy(text_embeds), fuse_bn=True)
     cols, ncols = class_columns(vocab)
-    return DeployModel(folded, imgsz, model.config.reg_max, cols, ncols).eval()
+    return DeployModel(folded, imgsz, model.config.reg_max, cols, ncols, dynamic_hw).eval()
 
 
 def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, path: str | os.PathLike,
                 imgsz: int = 640, opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32,
                 simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
                 verify_batches: tuple[int, ...] = (1, 2), log: Any = print, output_form: OutputForm = "raw",
-                tolerance: Tolerance | None = DEFAULT_TOLERANCE) -> Manifest:
+                tolerance: Tolerance | None = DEFAULT_TOLERANCE, dynamic_hw: bool = False) -> Manifest:
     """Check the graph with ONNX Runtime against PyTorch at ``verify_batches`` under ``tolerance``
     (``None``: skip, with a warning), then write ``path`` and its ``.json`` sidecar atomically. The
     manifest records the measured differences (``extra["verification"]``).
@@ -76,7 +77,10 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     ``output_form``: ``"raw"`` (``scores``, ``boxes``), or NMS in the graph with ``nms``'s settings
     (``export.nms_graph``): ``"nms"`` (standard ONNX ops; verified against the host NMS on the same
     raw tensors) or ``"trt_nms"`` (TensorRT's EfficientNMS plugin; ONNX Runtime cannot run it, so only
-    the raw graph under it is verified)."""
+    the raw graph under it is verified).
+
+    ``dynamic_hw``: height and width are dynamic too (any multiples of 32 up to ``imgsz``, for the
+    minimal-padding letterbox); the self-check then also runs a non-square input."""
     import onnx
 
     if output_form not in ("raw", "nms", "trt_nms"):
@@ -85,9 +89,9 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
         raise ExportError(f"imgsz must be a multiple of 32, got {imgsz}")
     path = Path(path)
     t0 = time.perf_counter()
-    deploy = build_deploy_model(model.float().cpu().eval(), vocab, text_embeds, imgsz)
+    deploy = build_deploy_model(model.float().cpu().eval(), vocab, text_embeds, imgsz, dynamic_hw)
     log(f"folded {len(vocab.model_texts())} text embeddings into the head ({time.perf_counter() - t0:.1f} s)")
-    raw_proto = simplify_and_check(trace_deploy(deploy, imgsz, opset, dynamic_batch, log), simplify, log)
+    raw_proto = simplify_and_check(trace_deploy(deploy, imgsz, opset, dynamic_batch, log, dynamic_hw), simplify, log)
     nms = nms or NmsSettings()
     proto = raw_proto
     if output_form != "raw":
@@ -99,6 +103,11 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
     batches = verify_batches if dynamic_batch else (1,)
     verification = verify_export(proto if output_form == "nms" else raw_proto, deploy, imgsz, batches, nms,
                                  tolerance, log)
+    if dynamic_hw and tolerance is not None:
+        for bs, agreement in verify_onnx(raw_proto, deploy, imgsz, (2,), tolerance, rect=True).items():
+            shape = "x".join(map(str, check_images(imgsz, bs, rect=True).shape[2:]))
+            log(f"check batch {bs} at {shape}: ONNX Runtime vs PyTorch {agreement.summary()}")
+            verification[f"rect_batch_{bs}"] = {**agreement.to_dict(), "hw": shape}
     if output_form == "trt_nms":
         log("EfficientNMS_TRT not run: ONNX Runtime cannot execute the TensorRT plugin; verified the raw "
             "graph under it only (the NMS itself is checked when a TensorRT engine is built)")
@@ -106,7 +115,7 @@ def export_onnx(model: YoloWorld, vocab: Vocabulary, text_embeds: np.ndarray, pa
         class_names=vocab.names, prompts=[list(p) for p in vocab.prompts], prompt_merge=vocab.merge,
         embedding_sha256=embedding_sha256(text_embeds), imgsz=(imgsz, imgsz), output_form=output_form,
         output_names=tuple(o.name for o in proto.graph.output), nms=nms, dynamic_batch=dynamic_batch,
-        max_batch=max_batch if dynamic_batch else 1,
+        max_batch=max_batch if dynamic_batch else 1, dynamic_hw=dynamic_hw,
         source_checkpoint_sha256=source_sha256, model=model.config.to_dict(),
         versions={"yoloworld_sdk": sdk.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                   "opset": str(opset)},
@@ -133,11 +142,22 @@ def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], inp
         return onnx.load(str(raw_path))
 
 
-def trace_deploy(deploy: DeployModel, imgsz: int, opset: int, dynamic_batch: bool, log: Any = print) -> Any:
+def image_axes(dynamic_batch: bool, dynamic_hw: bool, outputs: tuple[str, ...]) -> dict[str, dict[int, str]] | None:
+    """``dynamic_axes`` for ``images`` ``(B, 3, H, W)`` and per-anchor outputs ``(B, A, ...)``."""
+    if not dynamic_batch and not dynamic_hw:
+        return None
+    batch = {0: "batch"} if dynamic_batch else {}
+    axes = {"images": {**batch, **({2: "height", 3: "width"} if dynamic_hw else {})}}
+    axes.update({n: {**batch, **({1: "anchors"} if dynamic_hw else {})} for n in outputs})
+    return axes
+
+
+def trace_deploy(deploy: DeployModel, imgsz: int, opset: int, dynamic_batch: bool, log: Any = print,
+                 dynamic_hw: bool = False) -> Any:
     """The fixed-vocabulary graph: input ``images``, outputs ``scores``, ``boxes`` (batch axis dynamic if
-    ``dynamic_batch``)."""
+    ``dynamic_batch``; height, width and anchors if ``dynamic_hw``)."""
     t0 = time.perf_counter()
-    axes = {n: {0: "batch"} for n in ("images", "scores", "boxes")} if dynamic_batch else None
+    axes = image_axes(dynamic_batch, dynamic_hw, ("scores", "boxes"))
     proto = trace_to_onnx(deploy, (torch.zeros(1, 3, imgsz, imgsz),), ["images"], ["scores", "boxes"], axes, opset)
     log(f"exported ONNX opset {opset} ({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
     return proto
@@ -165,14 +185,15 @@ def verify_export(proto: Any, deploy: DeployModel, imgsz: int, batches: tuple[in
 
 
 def verify_onnx(model: Any, deploy: DeployModel, imgsz: int, batches: tuple[int, ...],
-                tolerance: Tolerance = DEFAULT_TOLERANCE) -> dict[int, Agreement]:
+                tolerance: Tolerance = DEFAULT_TOLERANCE, rect: bool = False) -> dict[int, Agreement]:
     """ONNX Runtime (CPU) on ``model`` (a path or an ``onnx.ModelProto`` of the raw form) vs PyTorch's
-    ``deploy`` per batch size on :func:`check_images`; raises :class:`ExportError` beyond ``tolerance``."""
+    ``deploy`` per batch size on :func:`check_images` (``rect``: their minimal-padding, non-square
+    form); raises :class:`ExportError` beyond ``tolerance``."""
     import onnxruntime as ort
 
     source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    images = check_images(imgsz, max(batches))
+    images = check_images(imgsz, max(batches), rect=rect)
     out = {}
     for bs in batches:
         x = images[:bs]

@@ -43,7 +43,7 @@ from sdk.model.folded import fuse_conv_bn
 from sdk.tokenizer import VOCAB_FILE
 
 from .deploy import DeployModel
-from .onnx_export import VERIFIED_ON, file_sha256, save_onnx, simplify_and_check, trace_to_onnx
+from .onnx_export import VERIFIED_ON, file_sha256, image_axes, save_onnx, simplify_and_check, trace_to_onnx
 from .text_encoder import export_text_encoder
 from .verify import DEFAULT_TOLERANCE, Agreement, ExportError, Tolerance, check_images, compare_raw, require, skipped
 
@@ -65,8 +65,8 @@ class OpenVocabDeployModel(DeployModel):
     """``forward(images, text_embeds, text_mask) -> (scores (B, A, K), boxes (B, A, 4))``: the model's
     own forward with the text mask (``YoloWorld.forward``), then the deploy decoding."""
 
-    def __init__(self, model: YoloWorld, imgsz: int, fuse_bn: bool = True) -> None:
-        super().__init__(image_side(model, fuse_bn), imgsz, model.config.reg_max)
+    def __init__(self, model: YoloWorld, imgsz: int, fuse_bn: bool = True, dynamic_hw: bool = False) -> None:
+        super().__init__(image_side(model, fuse_bn), imgsz, model.config.reg_max, dynamic_hw=dynamic_hw)
 
     def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
         valid = text_mask > 0.5 if text_mask.dtype != torch.bool else text_mask
@@ -123,12 +123,13 @@ def check_against_model(model: YoloWorld, deploy: OpenVocabDeployModel, images: 
 
 def verify_open_vocab(path: str | os.PathLike, deploy: OpenVocabDeployModel, imgsz: int,
                       texts: list[tuple[np.ndarray, np.ndarray]], batches: tuple[int, ...],
-                      tolerance: Tolerance = DEFAULT_TOLERANCE) -> dict[tuple[int, int], Agreement]:
-    """ONNX Runtime (CPU) vs PyTorch per (vocabulary, batch); raises :class:`ExportError` beyond
-    ``tolerance`` or if a padded slot scores above 0."""
+                      tolerance: Tolerance = DEFAULT_TOLERANCE, rect: bool = False
+                      ) -> dict[tuple[int, int], Agreement]:
+    """ONNX Runtime (CPU) vs PyTorch per (vocabulary, batch) on :func:`check_images` (``rect``: their
+    non-square form); raises :class:`ExportError` beyond ``tolerance`` or if a padded slot scores above 0."""
     import onnxruntime as ort
 
-    images = check_images(imgsz, max(batches))
+    images = check_images(imgsz, max(batches), rect=rect)
     refs = {}
     with torch.no_grad():  # every PyTorch reference before ORT's threads start spinning
         for v, (emb, mask) in enumerate(texts):
@@ -152,11 +153,12 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
                       opset: int = 17, dynamic_batch: bool = True, max_batch: int = 32, fuse_bn: bool = True,
                       simplify: bool = True, source_sha256: str = "", nms: NmsSettings | None = None,
                       verify_batches: tuple[int, ...] = (1, 2), log: Any = print,
-                      tolerance: Tolerance | None = DEFAULT_TOLERANCE) -> Manifest:
+                      tolerance: Tolerance | None = DEFAULT_TOLERANCE, dynamic_hw: bool = False) -> Manifest:
     """Write the open-vocabulary detector ``path`` (see the module docstring) with its ``.json``
     sidecar, ``<stem>.text_encoder.onnx`` and the BPE vocabulary beside it, atomically; check both
     graphs against PyTorch with ONNX Runtime under ``tolerance`` (``None``: skip, with a warning) and
-    record the measured differences in the manifest. A failed export leaves none of the files."""
+    record the measured differences in the manifest. A failed export leaves none of the files.
+    ``dynamic_hw``: any input height and width (multiples of 32), checked on a non-square input too."""
     if imgsz % 32:
         raise ExportError(f"imgsz must be a multiple of 32, got {imgsz}")
     if capacity < 1:
@@ -171,33 +173,34 @@ def export_open_vocab(model: YoloWorld, path: str | os.PathLike, capacity: int, 
     with removed_on_failure(te_path, path.parent / VOCAB_FILE):
         text_check = export_text_encoder(model.text_encoder, te_path, opset=opset, simplify=simplify, log=log,
                                          tolerance=tolerance)
-        deploy = OpenVocabDeployModel(model, imgsz, fuse_bn).eval()
-        proto = _trace(deploy, imgsz, capacity, model.config.text_channels, opset, dynamic_batch)
+        deploy = OpenVocabDeployModel(model, imgsz, fuse_bn, dynamic_hw).eval()
+        proto = _trace(deploy, imgsz, capacity, model.config.text_channels, opset, dynamic_batch, dynamic_hw)
         log(f"exported the open-vocabulary detector, ONNX opset {opset}, capacity {capacity} "
             f"({len(proto.graph.node)} nodes, {time.perf_counter() - t0:.1f} s)")
         proto = simplify_and_check(proto, simplify, log)
         verification = _verify(proto, model, deploy, imgsz, capacity, verify_batches if dynamic_batch else (1,),
-                               tolerance, log)
+                               tolerance, log, dynamic_hw)
         if text_check is not None:
             verification["text_encoder_max_abs_diff"] = text_check
         manifest = _manifest(model, te_path, capacity, imgsz, opset, dynamic_batch, max_batch, source_sha256, nms,
                              verification)
+        manifest = dataclasses.replace(manifest, dynamic_hw=dynamic_hw)
         save_onnx(proto, manifest, path)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), {path.name}.json, {te_path.name} and {VOCAB_FILE} "
         f"in {time.perf_counter() - t0:.1f} s")
     return manifest
 
 
-def _trace(deploy: OpenVocabDeployModel, imgsz: int, capacity: int, dim: int, opset: int, dynamic_batch: bool
-           ) -> Any:
+def _trace(deploy: OpenVocabDeployModel, imgsz: int, capacity: int, dim: int, opset: int, dynamic_batch: bool,
+           dynamic_hw: bool = False) -> Any:
     dummy = (torch.zeros(1, 3, imgsz, imgsz), torch.zeros(capacity, dim), torch.ones(capacity))
     names_out = ["scores", "boxes"]
-    axes = {n: {0: "batch"} for n in ("images", *names_out)} if dynamic_batch else None
+    axes = image_axes(dynamic_batch, dynamic_hw, tuple(names_out))
     return trace_to_onnx(deploy, dummy, ["images", *TEXT_INPUTS], names_out, axes, opset)
 
 
 def _verify(proto: Any, model: YoloWorld, deploy: OpenVocabDeployModel, imgsz: int, capacity: int,
-            batches: tuple[int, ...], tolerance: Tolerance | None, log: Any) -> dict[str, Any]:
+            batches: tuple[int, ...], tolerance: Tolerance | None, log: Any, rect: bool = False) -> dict[str, Any]:
     """Both checks (masked graph vs the model, ONNX Runtime vs PyTorch), logged; the manifest record."""
     if tolerance is None:
         return skipped(log)
@@ -214,6 +217,11 @@ def _verify(proto: Any, model: YoloWorld, deploy: OpenVocabDeployModel, imgsz: i
         for (v, bs), agreement in verify_open_vocab(onnx_path, deploy, imgsz, texts, batches, tolerance).items():
             log(f"check vocabulary {v} batch {bs}: ONNX Runtime vs PyTorch {agreement.summary()}")
             record[f"vocabulary_{v}_batch_{bs}"] = agreement.to_dict()
+        if rect:
+            for (v, bs), agreement in verify_open_vocab(onnx_path, deploy, imgsz, texts[:1], (2,), tolerance,
+                                                        rect=True).items():
+                log(f"check vocabulary {v} batch {bs}, non-square: ONNX Runtime vs PyTorch {agreement.summary()}")
+                record[f"rect_vocabulary_{v}_batch_{bs}"] = agreement.to_dict()
     return record
 
 

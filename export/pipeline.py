@@ -42,6 +42,9 @@ class ExportOptions:
     max_batch: int = 32  # largest batch of the dynamic axis
     opt_batch: int = 8  # TensorRT profile's optimal batch
     dynamic_batch: bool = True
+    # dynamic height and width (the minimal-padding letterbox); None: on for ONNX, off for TensorRT and
+    # Triton, whose engines are built for the square input
+    dynamic_hw: bool | None = None
     simplify: bool = True
     nms: NmsSettings = field(default_factory=NmsSettings)  # recorded; applied in the graph by NMS forms
     calib_images: str | None = None  # int8: representative images
@@ -56,6 +59,10 @@ class ExportOptions:
     @property
     def form(self) -> OutputForm:
         return self.output_form or ("trt_nms" if self.engine == "trt" else "raw")
+
+    @property
+    def hw_dynamic(self) -> bool:
+        return self.engine == "onnx" if self.dynamic_hw is None else self.dynamic_hw
 
 
 def onnx_path_for(output: Path, engine: Engine) -> Path:
@@ -83,6 +90,9 @@ def check_options(output: Path, options: ExportOptions) -> None:
         import_tensorrt()  # a clear message before minutes of work
     if options.precision == "int8" and not options.calib_images:
         raise ValueError("--precision int8 needs --calib-images DIR (representative images of your data)")
+    if options.hw_dynamic and options.engine != "onnx":
+        raise ValueError(f"dynamic height and width are for --engine onnx; --engine {options.engine} builds for "
+                         f"the square {options.imgsz}x{options.imgsz} input")
     if options.open_vocab and (options.precision != "fp32" or options.form != "raw"):
         raise ValueError("--open-vocab exports fp32 and the raw output form only")
 
@@ -129,6 +139,7 @@ def _export_onnx_form(model: YoloWorld, vocabulary: Vocabulary | None, onnx_path
 
     common: dict[str, Any] = dict(imgsz=options.imgsz, opset=options.opset, dynamic_batch=options.dynamic_batch,
                                   max_batch=options.max_batch, simplify=options.simplify, source_sha256=source_sha256,
+                                  dynamic_hw=options.hw_dynamic,
                                   nms=options.nms, tolerance=options.tolerance, log=log)
     if options.open_vocab:
         from .open_vocab import export_open_vocab

@@ -149,22 +149,25 @@ def skipped(log: Any) -> dict[str, Any]:
     return {"skipped": True}
 
 
-def check_images(imgsz: int, count: int = 4) -> np.ndarray:
+def check_images(imgsz: int, count: int = 4, rect: bool = False) -> np.ndarray:
     """Real-looking letterboxed inputs (shapes on a textured background, varied aspect ratios),
-    float32 ``(count, 3, imgsz, imgsz)``."""
+    float32 ``(count, 3, imgsz, imgsz)``; ``rect``: wide images (16:9 and wider) in their
+    minimal-padding form ``(count, 3, H, imgsz)``, ``H < imgsz``."""
     import cv2
 
     rs = np.random.RandomState(0)
     images = []
     for i in range(count):
         h, w = (imgsz, imgsz) if i == 0 else (int(imgsz * rs.uniform(0.4, 1.2)), int(imgsz * rs.uniform(0.4, 1.2)))
+        if rect:
+            h, w = int(imgsz * rs.uniform(0.35, 0.56)), imgsz
         img = cv2.GaussianBlur(rs.randint(60, 200, (h, w, 3)).astype(np.uint8), (9, 9), 0)
         for _ in range(4):
             c = tuple(int(v) for v in rs.randint(0, 255, 3))
             x, y, r = int(rs.randint(0, w)), int(rs.randint(0, h)), int(rs.randint(8, max(9, min(h, w) // 4)))
             cv2.circle(img, (x, y), r, c, -1) if rs.rand() < 0.5 else cv2.rectangle(img, (x, y), (x + r, y + r), c, -1)
         images.append(img)
-    return preprocess(images, imgsz)[0]
+    return preprocess(images, imgsz, rect=rect)[0]
 
 
 __all__ = ["DEFAULT_TOLERANCE", "HOW_TO_PROCEED", "Agreement", "ExportError", "Tolerance", "check_images",

@@ -18,9 +18,10 @@ from .errors import YoloWorldError
 
 MANIFEST_KEY = "yoloworld"  # ONNX metadata_props key
 FORMAT = "yoloworld-sdk-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: dynamic_hw
 OutputForm = Literal["raw", "nms", "trt_nms"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "int8"]  # what an artifact is exported in
+ComputePrecision = Literal["fp32", "fp16", "bf16", "int8"]  # what a backend computes in
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class NmsSettings:
 class Manifest:
     """What an exported model expects and returns.
 
-    Input ``images``: float32 ``(B, 3, H, W)``, RGB, ``pixel * scale`` (1/255), letterboxed with
+    Input ``images``: float32 ``(B, 3, H, W)`` (``H, W = imgsz`` or, with ``dynamic_hw``, any multiples
+    of 32 up to it), RGB, ``pixel * scale`` (1/255), letterboxed with
     ``pad_value`` (the official keep-ratio resize + centred pad). Output forms: ``raw`` -> ``scores``
     ``(B, A, C)`` (sigmoid) and ``boxes`` ``(B, A, 4)`` xyxy input pixels; ``nms`` / ``trt_nms`` ->
     ``num_dets`` ``(B, 1)`` int32, ``det_boxes`` ``(B, K, 4)``, ``det_scores`` ``(B, K)``,
@@ -52,6 +54,7 @@ class Manifest:
     nms: NmsSettings = field(default_factory=NmsSettings)
     dynamic_batch: bool = True
     max_batch: int = 32
+    dynamic_hw: bool = False  # True: any input height and width, multiples of 32, up to imgsz (rect letterbox)
     precision: Precision = "fp32"
     strides: tuple[int, ...] = (8, 16, 32)
     pad_value: int = 114

@@ -156,6 +156,7 @@ int run(int argc, char** argv) {
           << ", \"iou\": " << m.nms.iou << ", \"max_det\": " << m.nms.max_det
           << ", \"agnostic\": " << (m.nms.agnostic ? "true" : "false") << ", \"pre_nms_topk\": " << m.nms.pre_nms_topk
           << "}, \"dynamic_batch\": " << (m.dynamic_batch ? "true" : "false") << ", \"max_batch\": " << m.max_batch
+          << ", \"dynamic_hw\": " << (m.dynamic_hw ? "true" : "false")
           << ", \"precision\": " << yoloworld::json_quote(m.precision) << ", \"strides\": [";
         for (size_t i = 0; i < m.strides.size(); ++i) o << (i ? ", " : "") << m.strides[i];
         o << "], \"pad_value\": " << m.pad_value << ", \"scale\": " << m.scale

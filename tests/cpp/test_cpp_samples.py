@@ -100,13 +100,14 @@ def test_manifest_sidecar(core, tmp_path):
     names = ["person", 'red "car"', "café", "狗", "dog 🐶", "back\\slash"]
     m = Manifest(class_names=names, prompts=[[n] for n in names], prompt_merge="first", embedding_sha256="0" * 64,
                  imgsz=(320, 320), output_form="nms", nms=NmsSettings(conf=0.125, iou=0.55, max_det=77, agnostic=True),
-                 dynamic_batch=False, max_batch=4, output_names=("num_dets", "det_boxes", "det_scores", "det_classes"),
+                 dynamic_batch=False, max_batch=4, dynamic_hw=True,
+                 output_names=("num_dets", "det_boxes", "det_scores", "det_classes"),
                  extra={"nested": [{"a": [1, 2.5e-3, None, True]}]})
     write_sidecar(m, tmp_path / "m.onnx")
     got = json.loads(core("manifest", tmp_path / "m.onnx"))
     want = json.loads(m.to_json())
-    for key in ("class_names", "output_form", "nms", "dynamic_batch", "max_batch", "precision", "pad_value",
-                "channel_order", "input_name", "open_vocabulary", "vocab_capacity"):
+    for key in ("class_names", "output_form", "nms", "dynamic_batch", "max_batch", "dynamic_hw", "precision",
+                "pad_value", "channel_order", "input_name", "open_vocabulary", "vocab_capacity"):
         assert got[key] == want[key], key
     assert got["imgsz"] == [320, 320] and got["strides"] == [8, 16, 32] and got["scale"] == 1 / 255
     assert tuple(got["output_names"]) == m.output_names
@@ -338,7 +339,7 @@ def test_ort_sample_matches_detector(ort_exe, cpp_build, onnx_models, tmp_path, 
     proc = run_checked([exe, paths[form], images, "--batch", 3, "--conf", 0.05, "--out", out])
     seconds = time.perf_counter() - t0
     got = json.loads(proc.stdout)
-    ref = Detector(paths[form], conf=0.05).predict(images, batch_size=3)
+    ref = Detector(paths[form], conf=0.05, backend="onnxruntime").predict(images, batch_size=3)
     assert [Path(g["source"]).name for g in got] == [Path(r.data["source"]).name for r in ref]
     assert sum(len(r) for r in ref) > 20  # random calibrated weights give plenty at conf 0.05
     worst_box = worst_score = 0.0

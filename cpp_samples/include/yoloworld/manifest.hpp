@@ -22,7 +22,7 @@ struct NmsSettings {
 
 struct Manifest {
     static constexpr const char* kFormat = "yoloworld-sdk-export";
-    static constexpr int kFormatVersion = 1;
+    static constexpr int kFormatVersion = 2;  // 2 added dynamic_hw
 
     std::vector<std::string> class_names;
     int imgsz_h = 640, imgsz_w = 640;
@@ -30,6 +30,7 @@ struct Manifest {
     NmsSettings nms;
     bool dynamic_batch = true;
     int max_batch = 32;
+    bool dynamic_hw = false;  // any height/width (multiples of 32); these samples feed the square input
     std::string precision = "fp32";
     std::vector<int> strides{8, 16, 32};
     int pad_value = 114;
@@ -89,6 +90,7 @@ inline Manifest Manifest::from_json(const std::string& text, const std::string& 
         }
         if (const Json* v = root.find("dynamic_batch")) m.dynamic_batch = v->as_bool();
         if (const Json* v = root.find("max_batch")) m.max_batch = detail::to_int(*v);
+        if (const Json* v = root.find("dynamic_hw")) m.dynamic_hw = v->as_bool();
         if (const Json* v = root.find("precision")) m.precision = v->as_string();
         if (const Json* v = root.find("strides")) {
             m.strides.clear();
