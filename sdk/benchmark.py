@@ -80,7 +80,7 @@ def bench_model(detector: Detector, files: list[str], batch: int, warmup: int, r
     """One (model, batch) row: model-only and end-to-end timings."""
     images = [load(f, i)[0] for i, f in enumerate(files[:batch])]
     images += images[:1] * (batch - len(images))  # fewer files than the batch: repeat one
-    x, _ = preprocess(images, detector.imgsz)
+    x, _ = preprocess(images, detector.imgsz, rect=detector.rect)
     model = stats_ms(timed(lambda: detector.backend.infer(x), warmup, repeats))
     walls, stages = [], {k: [] for k in STAGES}
 
@@ -108,6 +108,7 @@ def describe(detector: Detector, path: str) -> dict[str, Any]:
     info = {"model": Path(path).name, "backend": backend.name, "imgsz": detector.imgsz,
             "classes": len(detector.class_names),
             "precision": backend.precision if backend.manifest else f"{backend.precision} (checkpoint)",
+            "letterbox": "rect" if detector.rect else "square",
             "output_form": backend.output_form if backend.manifest else "raw heads"}
     if hasattr(backend, "providers"):
         info["providers"] = backend.providers
@@ -132,7 +133,7 @@ def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {"device": device, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
                            "platform": platform.platform(), "python": platform.python_version(),
                            "numpy": np.__version__, "opencv": cv2.__version__}
-    for name in ("onnxruntime", "tensorrt", "torch"):
+    for name in ("onnxruntime", "openvino", "tensorrt", "torch"):
         module = sys.modules.get(name)
         if module is not None:
             env[name] = getattr(module, "__version__", "?")
@@ -147,11 +148,13 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["| model | backend | precision | batch | model ms (min/med/max) | model img/s | e2e ms/img | e2e img/s "
-             "| read+letterbox / inference / post |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | backend | precision | letterbox | batch | model ms (min/med/max) | model img/s | e2e ms/img "
+             "| e2e img/s | read+letterbox / inference / post |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["results"]:
         m, sh = r["model_ms"], r["stage_share"]
-        lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch']} | "
+        lines.append(f"| {r['model']} | {r['backend']} | {r['precision']} | {r.get('letterbox', 'square')} | "
+                     f"{r['batch']} | "
                      f"{m['min']:.1f} / {m['median']:.1f} / {m['max']:.1f} | {r['model_images_per_s']:.1f} | "
                      f"{r['e2e_ms_per_image']['median']:.1f} | {r['e2e_images_per_s']:.1f} | "
                      + " / ".join(f"{sh[k]:.0%}" for k in STAGES) + " |")
@@ -159,8 +162,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def row_label(row: dict[str, Any]) -> str:
-    """``model backend precision bN``: what tells two rows of one report apart."""
-    return f"{row['model']} {row['backend']} {row['precision'].split()[0]} b{row['batch']}"
+    """``model backend precision letterbox bN``: what tells two rows of one report apart."""
+    parts = (row["model"], row["backend"], row["precision"].split()[0], row.get("letterbox"), f"b{row['batch']}")
+    return " ".join(p for p in parts if p)
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:
@@ -218,28 +222,55 @@ def image_files(images: str | None, count: int, imgsz: int, tmp: Path) -> list[s
     return files
 
 
+def variants(path: str, device: str, backends: Sequence[str | None], precisions: Sequence[str | None],
+             letterboxes: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``Detector`` settings one model is measured under: every backend (None: the automatic one) x
+    OpenVINO precision (other backends: their own) x letterbox (``rect`` for dynamic-shape exports only)."""
+    from .detector import default_backend
+
+    out = []
+    for backend in backends:
+        chosen = backend or default_backend(path, device)
+        for precision in precisions if chosen == "openvino" else [None]:
+            for letterbox in letterboxes:
+                out.append({"backend": backend, "precision": precision, "rect": letterbox == "rect"})
+    return out
+
+
 def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "cpu", images: str | None = None,
         count: int = 16, warmup: int = 1, repeats: int = 3, classes: str | None = None, imgsz: int = 640,
-        runtime: RuntimeOptions | None = None, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Benchmark every model at every batch size; returns the report (see the module docstring)."""
+        runtime: RuntimeOptions | None = None, log: Callable[[str], Any] = print,
+        backends: Sequence[str | None] = (None,), precisions: Sequence[str | None] = (None,),
+        letterboxes: Sequence[str] = ("auto",)) -> dict[str, Any]:
+    """Benchmark every model at every batch size under every :func:`variants` setting; returns the report
+    (see the module docstring)."""
     rows = []
+    runtime = runtime or RuntimeOptions()
     with tempfile.TemporaryDirectory() as tmp:
         for path in models:
-            det = Detector(path, classes=classes, device=device, imgsz=imgsz, runtime=runtime)
-            files = image_files(images, count, det.imgsz, Path(tmp))
-            info = describe(det, path)
-            for b in batches:
-                row = {**info, **bench_model(det, files, b, warmup, repeats), "images": len(files)}
-                log(f"{info['model']} ({info['backend']}, {info['precision']}) batch {b}: model "
-                    f"{row['model_ms']['median']:.1f} ms ({row['model_images_per_s']:.1f} img/s), end to end "
-                    f"{row['e2e_images_per_s']:.1f} img/s")
-                rows.append(row)
-            det.backend.close()
+            for v in variants(path, device, backends, precisions, letterboxes):
+                options = dataclasses.replace(runtime, precision=v["precision"])
+                rect = None if letterboxes == ("auto",) else v["rect"]
+                try:
+                    det = Detector(path, classes=classes, device=device, imgsz=imgsz, runtime=options,
+                                   backend=v["backend"], rect=rect)
+                except ValueError as e:  # e.g. rect on a static-shape export: said, not measured
+                    log(f"{Path(path).name}: skipped {v}: {e}")
+                    continue
+                files = image_files(images, count, det.imgsz, Path(tmp))
+                info = describe(det, path)
+                for b in batches:
+                    row = {**info, **bench_model(det, files, b, warmup, repeats), "images": len(files)}
+                    log(f"{info['model']} ({info['backend']}, {info['precision']}, {info['letterbox']}) batch {b}: "
+                        f"model {row['model_ms']['median']:.1f} ms ({row['model_images_per_s']:.1f} img/s), end to "
+                        f"end {row['e2e_images_per_s']:.1f} img/s")
+                    rows.append(row)
+                det.backend.close()
     return {"what": "model: backend.infer on a preprocessed batch; e2e: Detector.predict from image files "
                     "to Detections, per image", "environment": environment(device),
             "settings": {"batches": list(batches), "warmup": warmup, "repeats": repeats, "images": count,
                          "image_source": images or "synthetic JPEGs (sdk.benchmark.synthetic_bgr, seed 7)",
-                         "conf": 0.25, "runtime": dataclasses.asdict(runtime) if runtime else {}},
+                         "conf": 0.25, "runtime": dataclasses.asdict(runtime)},
             "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows}
 
 
@@ -254,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--classes", help="checkpoints only: class names or a class-text JSON")
     p.add_argument("--imgsz", type=int, default=640, help="checkpoints only (exports carry their size)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--backend", nargs="+", default=[None], choices=("openvino", "onnxruntime", "tensorrt", "torch"),
+                   help="one row set per backend (default: the automatic choice)")
+    p.add_argument("--precision", nargs="+", default=[None], choices=("fp32", "bf16", "fp16"),
+                   help="OpenVINO: one row set per compute precision (default: bf16 where native, else fp32)")
+    p.add_argument("--letterbox", nargs="+", default=["auto"], choices=("auto", "rect", "square"),
+                   help="rect / square rows (default: the model's own; rect needs a dynamic-shape export)")
+    p.add_argument("--mode", choices=("latency", "throughput"), default="latency", help="OpenVINO performance mode")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op / OpenVINO inference threads")
     p.add_argument("--io-binding", action="store_true", help="ONNX Runtime IO binding (default: on GPU)")
     p.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs")
     p.add_argument("--half", action="store_true", help="checkpoints: float16 PyTorch (CUDA)")
@@ -263,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0 or args.count < 1:
         p.error("--batch, --repeats and --count must be >= 1 and --warmup >= 0")
     runtime = RuntimeOptions(intra_op_threads=args.threads, io_binding=True if args.io_binding else None,
-                             cuda_graphs=args.cuda_graphs, half=args.half)
+                             cuda_graphs=args.cuda_graphs, half=args.half, performance=args.mode)
     try:
         check_can_create(args.out.parent)  # before the measurements, not after
     except OSError as e:
         p.error(str(e))
     report = run(args.models, args.batch, args.device, args.images, args.count, args.warmup, args.repeats,
-                 args.classes, args.imgsz, runtime)
+                 args.classes, args.imgsz, runtime, backends=args.backend, precisions=args.precision,
+                 letterboxes=tuple(args.letterbox))
     print(markdown(report))
     print("wrote " + ", ".join(str(p) for p in write_report(report, args.out)))
     return 0

@@ -31,8 +31,28 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first")
     p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
-    p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
+    add_runtime_args(p)
     return p
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--precision``, ``--square``, ``--half``: how a model runs (``yoloworld-predict``,
+    ``yoloworld-eval``)."""
+    p.add_argument("--backend", choices=("openvino", "onnxruntime", "tensorrt", "torch"),
+                   help="default: the fastest correct one here (OpenVINO for .onnx on a CPU when installed, else "
+                        "ONNX Runtime; TensorRT for .engine; torch for checkpoints)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="OpenVINO: what fp32/fp16 exports compute in (default: bf16 where the CPU runs it natively, "
+                        "else fp32)")
+    p.add_argument("--square", action="store_true",
+                   help="the official square letterbox even for exports with dynamic height and width")
+    p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
+
+
+def runtime_settings(args: argparse.Namespace) -> dict:
+    """``Detector`` keyword arguments from :func:`add_runtime_args`' flags."""
+    return dict(backend=args.backend, rect=False if args.square else None,
+                runtime=RuntimeOptions(half=args.half, precision=args.precision))
 
 
 def predict_main(argv: list[str] | None = None) -> int:
@@ -52,8 +72,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     detector = Detector(args.weights, classes=args.classes, device=args.device, imgsz=args.imgsz,
                         conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
-                        prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt,
-                        runtime=RuntimeOptions(half=args.half))
+                        prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt, **runtime_settings(args))
     videos = [v for v in args.images if Path(v).suffix.lower() in VIDEO_SUFFIXES]
     sources = expand_sources([s for s in args.images if s not in videos]) if len(videos) < len(args.images) else []
     out = Path(args.out)
@@ -72,7 +91,8 @@ def run_predict(args: argparse.Namespace) -> int:
         atomic_write_text(stage / "predictions.json",
                           json.dumps({"classes": detector.class_names, "results": records}, indent=1))
     print(f"{len(sources)} images, {len(videos)} videos, {total} detections -> {out}/ (annotated images and "
-          f"videos, predictions.json)")
+          f"videos, predictions.json); ran on {detector.backend.name} in {detector.backend.precision}"
+          f"{', rect letterbox' if detector.rect else ''}")
     return 0
 
 
@@ -145,7 +165,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--iou", type=float, default=0.7)
     p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
+    add_runtime_args(p)
     return p
 
 
@@ -180,7 +200,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from .errors import VocabularyError
 
         settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det,
-                        runtime=RuntimeOptions(half=args.half))
+                        **runtime_settings(args))
         try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
             det = Detector(args.model, classes=args.classes, **settings)
         except VocabularyError:
@@ -194,6 +214,8 @@ def run_eval(args: argparse.Namespace) -> int:
                                              evaluator=args.evaluator)
         if args.results_out:
             atomic_write_text(args.results_out, json.dumps(results))
+        metrics["ran"] = {"backend": det.backend.name, "precision": det.backend.precision, "rect": det.rect}
+        print(f"ran on {det.backend.name} in {det.backend.precision}{', rect letterbox' if det.rect else ''}")
     names = {c["id"]: c["name"] for c in cats}
     print("  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES))
     for cid, ap in metrics["per_class"].items():
@@ -201,6 +223,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{label}  AP {ap:.3f}" if ap >= 0 else f"{label}  (no ground truth)")
     if args.json:
         out = {k: metrics[k] for k in STAT_NAMES}
+        if "ran" in metrics:
+            out["ran"] = metrics["ran"]
         out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
         atomic_write_text(args.json, json.dumps(out, indent=1))
     return 0

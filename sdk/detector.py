@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -16,22 +18,51 @@ from .detections import Detections
 from .errors import ImageError, VocabularyError
 from .images import ImageSource, expand_sources, iter_frames, load
 from .postprocess import STRIDES, decode_head_outputs, postprocess_image, unpack_nms_outputs
-from .preprocess import letterbox, preprocess, to_network_input
+from .preprocess import letterbox, preprocess, rect_shape, to_network_input
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
 
+BackendName = Literal["onnxruntime", "openvino", "tensorrt", "torch"]
+BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino", "tensorrt", "torch")
 
-def _open_backend(weights: str | os.PathLike, device: str, runtime: RuntimeOptions | None = None):  # -> a Backend
-    """The backend for the artifact's kind: ``.onnx`` ONNX Runtime, ``.engine``/``.plan`` TensorRT, else a
-    torch checkpoint. Each backend module imports its runtime only when opened."""
+
+def default_backend(weights: str | os.PathLike, device: str) -> str:
+    """The fastest correct backend here for ``weights``: a checkpoint -> torch; ``.engine``/``.plan`` ->
+    tensorrt; ``.onnx`` -> openvino on a CPU when it is installed, else onnxruntime."""
     suffix = Path(weights).suffix.lower()
-    if runtime is not None and runtime.half and suffix in (".onnx", ".engine", ".plan"):
+    if suffix in (".engine", ".plan"):
+        return "tensorrt"
+    if suffix != ".onnx":
+        return "torch"
+    if device == "cpu" and importlib.util.find_spec("openvino") is not None:
+        return "openvino"
+    return "onnxruntime"
+
+
+def open_backend(weights: str | os.PathLike, device: str = "cpu", runtime: RuntimeOptions | None = None,
+                 backend: str | None = None):  # -> a Backend
+    """Open ``weights`` on ``backend`` (None: :func:`default_backend`). Each backend module imports its
+    runtime only when opened."""
+    backend = backend or default_backend(weights, device)
+    suffix = Path(weights).suffix.lower()
+    kinds = {"onnxruntime": (".onnx",), "openvino": (".onnx",), "tensorrt": (".engine", ".plan")}
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)} or None (automatic), got {backend!r}")
+    if backend in kinds and suffix not in kinds[backend]:
+        raise ValueError(f"backend {backend!r} runs {' or '.join(kinds[backend])} files; got {weights}")
+    if backend == "torch" and suffix in (".onnx", ".engine", ".plan"):
+        raise ValueError(f"backend 'torch' runs checkpoints (.pth/.pt); {weights} is an export")
+    if runtime is not None and runtime.half and backend != "torch":
         raise ValueError(f"RuntimeOptions(half=True) is for PyTorch checkpoints; {weights} runs in the precision "
                          f"it was exported with (yoloworld-export --precision fp16)")
-    if suffix == ".onnx":
+    if backend == "onnxruntime":
         from .backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(weights, device, runtime)
-    if suffix in (".engine", ".plan"):
+    if backend == "openvino":
+        from .backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(weights, device, runtime)
+    if backend == "tensorrt":
         from .backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(weights, "cuda" if device == "cpu" else device, runtime)
@@ -44,13 +75,20 @@ class Detector:
     """Open-vocabulary detector on a checkpoint (official ``.pth`` or this SDK's ``.pt``) or an export.
 
     Args:
-        weights: checkpoint path, or an exported ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT): a
-            fixed-vocabulary export knows only its own classes; an open-vocabulary export takes any
-            ``classes`` up to its capacity. Exports run torch-free.
+        weights: checkpoint path, or an exported ``.onnx`` (OpenVINO or ONNX Runtime) or ``.engine``
+            (TensorRT): a fixed-vocabulary export knows only its own classes; an open-vocabulary export
+            takes any ``classes`` up to its capacity. Exports run torch-free.
         classes: class names, ``"a,b,c"``, a class-text JSON path (one prompt list per class), or a
             :class:`Vocabulary`. Defaults to the vocabulary stored in an own checkpoint.
         device: ``"cpu"`` or ``"cuda[:i]"`` (a TensorRT engine always runs on a GPU: ``"cpu"`` means ``cuda:0``).
-        imgsz: square network input size, a multiple of 32.
+        imgsz: network input size, a multiple of 32 (exports: from their manifest).
+        backend: ``"openvino"``, ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; None picks the fastest
+            correct one here (:func:`default_backend`). ``detector.backend.name`` / ``.precision`` say which
+            ran and in which precision (also in every result's ``data``).
+        rect: letterbox each image to the smallest multiple-of-32 input that holds it (a 1280x720 photo
+            at 640 -> 384x640) instead of the square ``imgsz`` one; images of one batch that need
+            different shapes run as separate batches, so batching never changes a result. None: on for
+            exports with dynamic height and width, off otherwise (the official square pipeline).
         conf, iou, max_det: score threshold, NMS IoU threshold, detections kept per image.
         agnostic: class-agnostic NMS.
         prompt_merge: how several prompts per class combine: ``"first"`` (official), ``"mean"``
@@ -67,14 +105,20 @@ class Detector:
     def __init__(self, weights: str | os.PathLike, classes: ClassesLike | None = None,
                  device: str = "cpu", imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
-                 pad_prompt: bool = False, runtime: RuntimeOptions | None = None) -> None:
+                 pad_prompt: bool = False, runtime: RuntimeOptions | None = None, backend: BackendName | None = None,
+                 rect: bool | None = None) -> None:
         if imgsz <= 0 or imgsz % 32:
             raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
         _check_thresholds(conf, iou, max_det)
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.agnostic = agnostic
-        self.backend = _open_backend(weights, device, runtime)
+        self.backend = open_backend(weights, device, runtime, backend)
         manifest = self.backend.manifest
+        dynamic = manifest is None or manifest.dynamic_hw
+        if rect and not dynamic:
+            raise ValueError(f"rect=True needs an artifact exported with dynamic height and width; {weights} takes "
+                             f"{manifest.imgsz[0]}x{manifest.imgsz[1]} only (re-export it without --static-shape)")
+        self.rect = bool(rect) if rect is not None else manifest is not None and manifest.dynamic_hw
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity
         self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
@@ -122,7 +166,8 @@ class Detector:
                 skip_bad: bool = False) -> list[Detections]:
         """Detect in a path, a folder, a BGR array, or a list of them; one result per image, in order.
 
-        Batching never changes a result: every image is letterboxed on its own to ``imgsz``.
+        Batching never changes a result: every image is letterboxed on its own (to ``imgsz``, or with
+        ``rect`` to its own minimal shape; images of different shapes run as separate batches).
         An unreadable or invalid image raises :class:`ImageError` naming it; with ``skip_bad`` it
         gets an empty result whose ``data["error"]`` says why, and the others are returned.
         """
@@ -161,7 +206,8 @@ class Detector:
             try:
                 for image, name in iter_frames(source):
                     t = time.perf_counter()
-                    item = (letterbox(image, self.imgsz), name, t, image if with_frames else None)
+                    shape = rect_shape(*image.shape[:2], self.imgsz) if self.rect else None
+                    item = (letterbox(image, self.imgsz, shape=shape), name, t, image if with_frames else None)
                     while not stop.is_set():
                         try:
                             frames.put(item, timeout=0.1)
@@ -189,11 +235,14 @@ class Detector:
                         raise item
                     batch.append(item)
                 if batch:
-                    letterboxed = np.stack([lb for (lb, _), _, _, _ in batch])
-                    infos = [info for (_, info), _, _, _ in batch]
-                    names = [name for _, name, _, _ in batch]
-                    results = self._run(to_network_input(letterboxed), infos, names, conf, iou, max_det,
-                                        t_start=min(t for _, _, t, _ in batch))
+                    results = [None] * len(batch)
+                    for idx in _groups([lb.shape for (lb, _), _, _, _ in batch]):  # one shape per network call
+                        part = [batch[i] for i in idx]
+                        got = self._run(to_network_input(np.stack([lb for (lb, _), _, _, _ in part])),
+                                        [info for (_, info), _, _, _ in part], [name for _, name, _, _ in part],
+                                        conf, iou, max_det, t_start=min(t for _, _, t, _ in part))
+                        for i, result in zip(idx, got, strict=True):
+                            results[i] = result
                     if with_frames:
                         yield from zip([frame for *_, frame in batch], results, strict=True)
                     else:
@@ -213,10 +262,14 @@ class Detector:
                     raise
                 failed[i] = Detections.empty(source=item if isinstance(item, str) else f"array#{start + i}",
                                              error=str(e))
-        good: list[Detections] = []
-        if loaded:
-            batch, infos = preprocess([img for img, _ in loaded], self.imgsz)
-            good = self._run(batch, infos, [name for _, name in loaded], conf, iou, max_det, t_start=t0)
+        good: list[Detections] = [None] * len(loaded)  # type: ignore[list-item]
+        shapes = [rect_shape(*img.shape[:2], self.imgsz) if self.rect else None for img, _ in loaded]
+        for idx in _groups(shapes):  # images that need different input shapes run as separate batches
+            batch, infos = preprocess([loaded[i][0] for i in idx], self.imgsz, rect=self.rect)
+            got = self._run(batch, infos, [loaded[i][1] for i in idx], conf, iou, max_det, t_start=t0)
+            for i, result in zip(idx, got, strict=True):
+                good[i] = result
+            t0 = time.perf_counter()
         it = iter(good)
         return [failed[i] if i in failed else next(it) for i in range(len(chunk))]
 
@@ -234,8 +287,9 @@ class Detector:
         speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
                  "postprocess": (t3 - t2) * 1e3 / n}
         names = np.asarray(self.vocabulary.names)
+        ran = {"backend": self.backend.name, "precision": self.backend.precision}
         return [Detections(xyxy, score, cls, names[cls], {"source": source, "image_hw": info.orig_hw,
-                                                           "speed_ms": dict(speed)})
+                                                           "speed_ms": dict(speed), **ran})
                 for (xyxy, score, cls), source, info in zip(per_image, sources, infos, strict=True)]
 
     def _postprocess(self, raw: dict[str, np.ndarray], infos: list, conf: float, iou: float, max_det: int
@@ -255,6 +309,14 @@ class Detector:
             scores = self.vocabulary.reduce_scores(scores)
         return [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, self.agnostic)
                 for b, info in enumerate(infos)]
+
+
+def _groups(keys: list) -> list[list[int]]:
+    """Indices grouped by equal key, groups in order of first appearance."""
+    out: dict = {}
+    for i, key in enumerate(keys):
+        out.setdefault(key, []).append(i)
+    return list(out.values())
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:

@@ -61,6 +61,16 @@ OFFICIAL_POST_SCORE_ATOL, OFFICIAL_POST_BOX_ATOL = 1e-6, 1e-3
 OFFICIAL_SCORE_ATOL, OFFICIAL_BOX_ATOL = 1e-4, 0.05
 # TensorRT float32 engines vs ONNX Runtime: TensorRT may run float32 convolutions in TF32 (10-bit mantissa).
 TRT_FP32_SCORE_ATOL, TRT_FP32_BOX_ATOL = 1e-3, 0.5  # box: pixels at 160 px
+# OpenVINO float32 vs ONNX Runtime on the fine-tuned fixture: other convolution kernels (and fusions)
+# than ONNX Runtime's, so more than a last-place difference (measured: up to 2e-4 of the largest
+# score, 4e-3 px in boxes).
+OV_FP32_REL, OV_FP32_SCORE_ATOL, OV_FP32_BOX_ATOL = 1e-3, 1e-3, 0.05
+# OpenVINO bfloat16 (8 significant bits) vs its float32 on the fine-tuned fixture: detections within
+# 0.01 in score and 1 px (measured: 0.005 at most).
+OV_BF16_SCORE_ATOL, OV_BF16_BOX_ATOL = 0.01, 1.0
+# The int8 (Q/DQ) export vs float32, fine-tuned fixture calibrated on its 4 validation images: within 0.1
+# in score and 3 px (measured: 0.07 at most; a tiny model quantized on 4 images moves its scores most).
+OV_INT8_SCORE_ATOL, OV_INT8_BOX_ATOL = 0.1, 3.0
 
 
 def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> float:

@@ -1,5 +1,5 @@
-"""The torch-free deployment install: a fresh venv with ``yoloworld-sdk[onnxruntime]`` only predicts
-from an exported model, and has no torch."""
+"""The torch-free deployment install: a fresh venv with ``yoloworld-sdk[onnxruntime,openvino]`` only
+predicts from an exported model, on OpenVINO by default and on ONNX Runtime when asked, and has no torch."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_torch_free_install_predicts(tiny_checkpoints, images, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    install = subprocess.run([str(py), "-m", "pip", "install", "-q", f"{ROOT}[onnxruntime]"],
+    install = subprocess.run([str(py), "-m", "pip", "install", "-q", f"{ROOT}[onnxruntime,openvino]"],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]
     script = (
@@ -39,31 +39,33 @@ def test_torch_free_install_predicts(tiny_checkpoints, images, tmp_path):
         "import sdk\n"
         f"det = sdk.Detector(r'{tmp_path / 'm.onnx'}', conf=0.01)\n"
         f"res = det.predict(r'{tmp_path / 'img.png'}')[0]\n"
-        "print(json.dumps({'n': len(res), 'classes': det.class_names, 'backend': det.backend.name}))\n"
+        f"ort = sdk.Detector(r'{tmp_path / 'm.onnx'}', conf=0.01, backend='onnxruntime')\n"
+        f"n_ort = len(ort.predict(r'{tmp_path / 'img.png'}')[0])\n"
+        "print(json.dumps({'n': len(res), 'n_ort': n_ort, 'classes': det.class_names, 'backend': det.backend.name,\n"
+        "                  'precision': det.backend.precision}))\n"
     )
     run = subprocess.run([str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     import json
 
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["backend"] == "onnxruntime" and out["classes"] == ["person", "red car"] and out["n"] > 0
-    # and the same detections as here
-    here = sdk_predict(tmp_path)
-    assert out["n"] == here
+    assert out["backend"] == "openvino" and out["classes"] == ["person", "red car"] and out["n"] > 0
+    # and as many detections as here, on either backend
+    assert (out["n"], out["n_ort"]) == (sdk_predict(tmp_path, "openvino"), sdk_predict(tmp_path, "onnxruntime"))
     # the benchmark entry point is torch-free too (no matplotlib there: JSON and markdown, no plot)
     bench = subprocess.run([str(env_dir / "bin" / "yoloworld-bench"), str(tmp_path / "m.onnx"), "--batch", "1",
                             "--count", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path / "b.json")],
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
-    assert "torch" not in report["environment"] and report["results"][0]["backend"] == "onnxruntime"
+    assert "torch" not in report["environment"] and report["results"][0]["backend"] == "openvino"
     assert (tmp_path / "b.md").is_file() and not (tmp_path / "b.png").exists()
 
 
-def sdk_predict(tmp_path: Path) -> int:
+def sdk_predict(tmp_path: Path, backend: str) -> int:
     from sdk import Detector
 
-    return len(Detector(tmp_path / "m.onnx", conf=0.01).predict(str(tmp_path / "img.png"))[0])
+    return len(Detector(tmp_path / "m.onnx", conf=0.01, backend=backend).predict(str(tmp_path / "img.png"))[0])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The backend protocol: move arrays in and out of one runtime, nothing else.
 
-A backend takes the preprocessed batch (float32 ``(B, 3, S, S)``, RGB, [0, 1]) and returns raw outputs
+A backend takes the preprocessed batch (float32 ``(B, 3, H, W)``, RGB, [0, 1]) and returns raw outputs
 as numpy, in the form its ``output_form`` names:
 
 - ``"head"`` (checkpoints): per-level ``cls_logits_{i}`` ``(B, T, H_i, W_i)`` and ``box_dists_{i}``
@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ..manifest import Manifest, Precision
+from ..manifest import ComputePrecision, Manifest
 
 BackendForm = Literal["head", "raw", "nms", "trt_nms"]
 
@@ -38,6 +38,11 @@ class RuntimeOptions:
         (False: such a batch is an error naming the profile). half: PyTorch checkpoints, run the
         network in float16 (for CUDA; torch's CPU float16 kernels are slow). The text encoder stays
         float32. An export's precision is fixed when it is exported, so exports refuse ``half``.
+        precision: OpenVINO, what fp32/fp16 artifacts compute in: ``"fp32"``, ``"bf16"``, ``"fp16"``
+        (None: bf16 where the CPU runs it natively, AMX or AVX512-BF16, else fp32). performance:
+        OpenVINO, ``"latency"`` (one request per batch) or ``"throughput"`` (one request per image,
+        ``num_requests`` in flight; None: OpenVINO's optimum). cache_dir: OpenVINO's compiled-model
+        cache (None: ``$YOLOWORLD_CACHE_DIR/openvino`` or ``~/.cache/yoloworld-sdk/openvino``; ``"off"``: none).
     """
 
     providers: tuple[str, ...] | None = None
@@ -47,12 +52,16 @@ class RuntimeOptions:
     cuda_graphs: bool = False
     split_batches: bool = True
     half: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    performance: Literal["latency", "throughput"] = "latency"
+    num_requests: int | None = None
+    cache_dir: str | None = None
 
 
 class Backend(Protocol):
     name: str
     #: What the network computes in.
-    precision: Precision
+    precision: ComputePrecision
     #: What ``infer`` returns (see the module docstring).
     output_form: BackendForm
     #: An export's manifest (size, classes, output form); None for a checkpoint.

@@ -136,15 +136,15 @@ def test_detector_on_nms_artifact_equals_raw_artifact(exported, images):
     raw_path, nms_path = exported.paths["raw"], exported.paths["nms"]
     # both artifacts run the same raw graph on the same batches: bit-equal raw tensors, so the graph's
     # NMS must give exactly the host's detections
-    got = Detector(nms_path, conf=CONF, iou=IOU).predict(images, batch_size=3)
-    ref = Detector(raw_path, conf=CONF, iou=IOU).predict(images, batch_size=3)
+    got = Detector(nms_path, backend="onnxruntime", conf=CONF, iou=IOU).predict(images, batch_size=3)
+    ref = Detector(raw_path, backend="onnxruntime", conf=CONF, iou=IOU).predict(images, batch_size=3)
     assert min(len(r) for r in ref) >= 10
     for a, b in zip(got, ref, strict=True):
         _assert_same_set(a, b)
         assert np.all(a.xyxy[:, 2] <= a.data["image_hw"][1]) and np.all(a.xyxy >= 0)  # clipped as the host
     # a higher conf at predict time tightens what the graph kept; equals the host at that conf
-    high = Detector(nms_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
-    high_ref = Detector(raw_path, conf=0.5, iou=IOU).predict(images, batch_size=3)
+    high = Detector(nms_path, backend="onnxruntime", conf=0.5, iou=IOU).predict(images, batch_size=3)
+    high_ref = Detector(raw_path, backend="onnxruntime", conf=0.5, iou=IOU).predict(images, batch_size=3)
     assert sum(len(r) for r in high_ref) > 20 and all(len(h) < len(r) for h, r in zip(high_ref, ref, strict=True))
     for a, b in zip(high, high_ref, strict=True):
         _assert_same_set(a, b)
@@ -157,8 +157,8 @@ def test_detector_on_nms_artifact_equals_raw_artifact(exported, images):
     proto.metadata_props.add(key=MANIFEST_KEY, value=manifest.to_json())
     onnx.save(proto, str(agn_path))
     write_sidecar(manifest, agn_path)
-    got = Detector(agn_path, conf=CONF).predict(images, batch_size=3)
-    agn_ref = Detector(raw_path, conf=CONF, iou=IOU, agnostic=True).predict(images, batch_size=3)
+    got = Detector(agn_path, backend="onnxruntime", conf=CONF).predict(images, batch_size=3)
+    agn_ref = Detector(raw_path, backend="onnxruntime", conf=CONF, iou=IOU, agnostic=True).predict(images, batch_size=3)
     assert all(0 < len(x) < len(r) for x, r in zip(agn_ref, ref, strict=True))  # agnostic suppresses more
     for a, b in zip(got, agn_ref, strict=True):
         _assert_same_set(a, b)

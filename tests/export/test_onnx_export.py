@@ -43,7 +43,7 @@ def test_onnx_runtime_equals_pytorch_on_trained_weights(trained_tiny, images, tm
     ckpt, val_images = trained_tiny
     path = tmp_path / "m.onnx"
     export(ckpt, path, classes=["red circle", "green square", "blue triangle", "yellow star"], verify_batches=(1, 3))
-    got = Detector(path, conf=0.01).predict(val_images + images, batch_size=3)
+    got = Detector(path, backend="onnxruntime", conf=0.01).predict(val_images + images, batch_size=3)
     ref = Detector(ckpt, imgsz=160, conf=0.01).predict(val_images + images, batch_size=3)
     assert sum((r.confidence > 0.1).sum() for r in ref[:4]) >= 4  # the shapes are found, not only noise
     for a, b in zip(got, ref, strict=True):
@@ -59,7 +59,7 @@ def test_onnx_runtime_equals_pytorch_detector(tiny_checkpoints, images, tmp_path
     path = tmp_path / "m.onnx"
     manifest = export(tiny_checkpoints[variant], path, verify_batches=(1, 3))
     assert manifest.output_names == ("scores", "boxes") and manifest.dynamic_batch
-    onnx_det = Detector(path, conf=0.05)
+    onnx_det = Detector(path, backend="onnxruntime", conf=0.05)
     torch_det = Detector(tiny_checkpoints[variant], classes=CLASSES, imgsz=160, conf=0.05)
     assert onnx_det.class_names == CLASSES and onnx_det.imgsz == 160
     got, ref = onnx_det.predict(images, batch_size=3), torch_det.predict(images, batch_size=3)
@@ -93,7 +93,7 @@ def test_prompt_merge_and_padding_in_graph(trained_tiny, tmp_path):
                ["yellow star"]]
     path = tmp_path / "max.onnx"
     export(ckpt, path, classes=prompts, merge="max", pad=True)
-    got = Detector(path, conf=0.01).predict(val_images)
+    got = Detector(path, backend="onnxruntime", conf=0.01).predict(val_images)
     ref = Detector(ckpt, classes=prompts, imgsz=160, conf=0.01, prompt_merge="max", pad_prompt=True
                    ).predict(val_images)
     assert sum((r.confidence > 0.1).sum() for r in ref) >= 4
@@ -109,8 +109,9 @@ def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, 
 
     path = tmp_path / "m.onnx"
     export(tiny_checkpoints["v2"], path)
-    plain = Detector(path, conf=0.05)
-    bound = Detector(path, conf=0.05, runtime=RuntimeOptions(io_binding=True, intra_op_threads=1, inter_op_threads=1))
+    plain = Detector(path, backend="onnxruntime", conf=0.05)
+    bound = Detector(path, backend="onnxruntime", conf=0.05,
+                     runtime=RuntimeOptions(io_binding=True, intra_op_threads=1, inter_op_threads=1))
     assert not plain.backend.io_binding and bound.backend.io_binding
     assert bound.backend.providers == ["CPUExecutionProvider"]
     got, ref = bound.predict(images, batch_size=2), plain.predict(images, batch_size=2)
@@ -119,18 +120,18 @@ def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, 
         assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL, score_atol=SAME_RUNTIME_SCORE_ATOL)
     with pytest.raises(YoloWorldError, match=r"none of the ONNX Runtime providers \['NoSuchExecutionProvider'\] "
                                              r"is available here \(available: .*CPUExecutionProvider"):
-        Detector(path, runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))
+        Detector(path, backend="onnxruntime", runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))
 
 
 def test_static_batch_and_fixed_vocabulary(tiny_checkpoints, images, tmp_path):
     path = tmp_path / "static.onnx"
     export(tiny_checkpoints["efficient"], path, dynamic_batch=False)
-    det = Detector(path)
+    det = Detector(path, backend="onnxruntime")
     with pytest.raises(YoloWorldError, match="static batch of 1"):
         det.predict(images[:2], batch_size=2)
     assert len(det.predict(images[:2], batch_size=1)) == 2
     with pytest.raises(YoloWorldError, match="vocabulary folded in"):
-        Detector(path, classes=["zebra"])
+        Detector(path, backend="onnxruntime", classes=["zebra"])
 
 
 def test_cli_export_and_errors(tiny_checkpoints, tmp_path, capsys):
@@ -175,7 +176,9 @@ def test_cli_forms_precision_trt_triton(trained_tiny, tmp_path, capsys):
                                        (fp16_path, FP16_BOX_ATOL, FP16_SCORE_ATOL)):
         meta = read_manifest(path)
         assert meta.output_form == "nms" and meta.output_names[0] == "num_dets"
-        got = Detector(path, conf=0.05).predict(val_images)  # the graph applied 0.05; Detector's default is 0.25
+        assert meta.dynamic_hw  # the CLI's default for onnx; compared on the square path below
+        # the graph applied 0.05; Detector's default is 0.25
+        got = Detector(path, backend="onnxruntime", conf=0.05, rect=False).predict(val_images)
         for a, b in zip(got, ref, strict=True):
             assert_same_detections(a, b, conf=0.05, box_atol=box_atol, score_atol=score_atol)
     assert read_manifest(fp16_path).precision == "fp16"

@@ -149,8 +149,8 @@ def test_masked_slots_change_nothing(artifacts, models):
 
 @pytest.mark.parametrize("variant", ["v2", "v1"])
 def test_same_detections_as_fixed_export_and_torch(artifacts, tiny_checkpoints, images, variant):
-    ov = Detector(artifacts[f"{variant}_ov8"], classes=CLASSES, conf=CONF)
-    fixed = Detector(artifacts[f"{variant}_fixed"], conf=CONF)
+    ov = Detector(artifacts[f"{variant}_ov8"], backend="onnxruntime", classes=CLASSES, conf=CONF)
+    fixed = Detector(artifacts[f"{variant}_fixed"], backend="onnxruntime", conf=CONF)
     torch_det = Detector(tiny_checkpoints[variant], classes=CLASSES, imgsz=IMGSZ, conf=CONF)
     assert ov.imgsz == IMGSZ and ov.class_names == CLASSES
     # images[3] (33 x 250) saturates this random model: 300 scores of 1.0, ties decide NMS order
@@ -163,15 +163,15 @@ def test_same_detections_as_fixed_export_and_torch(artifacts, tiny_checkpoints, 
 
 
 def test_padding_invariance_capacity_8_vs_16(artifacts, images):
-    a = Detector(artifacts["v2_ov8"], classes=CLASSES, conf=CONF).predict(images, batch_size=4)
-    b = Detector(artifacts["v2_ov16"], classes=CLASSES, conf=CONF).predict(images, batch_size=4)
+    a = Detector(artifacts["v2_ov8"], backend="onnxruntime", classes=CLASSES, conf=CONF).predict(images, batch_size=4)
+    b = Detector(artifacts["v2_ov16"], backend="onnxruntime", classes=CLASSES, conf=CONF).predict(images, batch_size=4)
     assert sum(len(d) for d in a) > 10
     # measured bit-identical here; other kernels for the 16-slot shapes may round differently
     _same(a, b, box_atol=SAME_RUNTIME_BOX_ATOL, score_atol=SAME_RUNTIME_SCORE_ATOL)
 
 
 def test_set_classes_without_reload(artifacts, images):
-    det = Detector(artifacts["v2_ov8"], classes=CLASSES, conf=CONF)
+    det = Detector(artifacts["v2_ov8"], backend="onnxruntime", classes=CLASSES, conf=CONF)
     session, text_session = det.backend.session, det.backend.text_session
     first = det.predict(images[:3])
     det.set_classes(OTHER, prompt_merge="max", pad_prompt=True)  # 5 prompts + ' ' = 6 slots
@@ -179,14 +179,14 @@ def test_set_classes_without_reload(artifacts, images):
     assert det.class_names == ["dog", "cat", "yellow star"]
     got = det.predict(images[:3])
     assert all(d.class_id.max(initial=0) <= 2 for d in got)
-    _same(got, Detector(artifacts["v2_fixed_other"], conf=CONF).predict(images[:3]))
+    _same(got, Detector(artifacts["v2_fixed_other"], backend="onnxruntime", conf=CONF).predict(images[:3]))
     det.set_classes(CLASSES, prompt_merge="first", pad_prompt=False)  # and back: embeddings cached
     for a, b in zip(det.predict(images[:3]), first, strict=True):
         assert_identical_detections(a, b)
 
 
 def test_capacity_errors(artifacts):
-    det = Detector(artifacts["v2_ov8"], classes=CLASSES)
+    det = Detector(artifacts["v2_ov8"], backend="onnxruntime", classes=CLASSES)
     with pytest.raises(VocabularyError, match="9 classes need 9 text slots .* capacity of 8"):
         det.set_classes([f"class {i}" for i in range(9)])
     with pytest.raises(VocabularyError, match="3 classes need 9 text slots .* capacity of 8"):
@@ -195,7 +195,7 @@ def test_capacity_errors(artifacts):
     with pytest.raises(VocabularyError, match="needs 9 text slots .* capacity of 8"):
         det.backend.set_text(np.zeros((9, 512), np.float32))
     with pytest.raises(VocabularyError, match="stores no vocabulary"):
-        Detector(artifacts["v2_ov8"])
+        Detector(artifacts["v2_ov8"], backend="onnxruntime")
     with pytest.raises(ValueError, match="is 78 tokens long"):
         det.set_classes(["a " * 76])
 
@@ -206,10 +206,10 @@ def test_missing_text_encoder_is_named(artifacts, tmp_path):
     for name in ("v2_ov8.onnx", "v2_ov8.onnx.json"):
         shutil.copy(artifacts["root"] / name, tmp_path / name)
     with pytest.raises(ValueError, match="tokenizer vocab file .*bpe_simple_vocab_16e6.txt.gz' is missing"):
-        Detector(tmp_path / "v2_ov8.onnx", classes=CLASSES)
+        Detector(tmp_path / "v2_ov8.onnx", backend="onnxruntime", classes=CLASSES)
     shutil.copy(artifacts["root"] / VOCAB_FILE, tmp_path / VOCAB_FILE)
     with pytest.raises(ValueError, match="text encoder file .*v2_ov8.text_encoder.onnx' is missing"):
-        Detector(tmp_path / "v2_ov8.onnx", classes=CLASSES)
+        Detector(tmp_path / "v2_ov8.onnx", backend="onnxruntime", classes=CLASSES)
 
 
 def test_export_errors(models, tmp_path):
@@ -234,7 +234,7 @@ def test_torch_free_end_to_end(artifacts, images, tmp_path):
         "import sys; sys.modules['torch'] = None; sys.modules['open_clip'] = None\n"
         "import numpy as np\n"
         "from sdk import Detector\n"
-        f"det = Detector({str(artifacts['v2_ov8'])!r}, classes={CLASSES!r}, conf={CONF})\n"
+        f"det = Detector({str(artifacts['v2_ov8'])!r}, backend='onnxruntime', classes={CLASSES!r}, conf={CONF})\n"
         f"res = det.predict([{str(tmp_path / '0.png')!r}, {str(tmp_path / '1.png')!r}, {str(tmp_path / '2.png')!r}])\n"
         "det.set_classes(['dog', 'cat'])\n"
         f"res2 = det.predict({str(tmp_path / '0.png')!r})\n"
@@ -247,7 +247,7 @@ def test_torch_free_end_to_end(artifacts, images, tmp_path):
                          text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok") and int(out.stdout.split()[1]) > 10
-    det = Detector(artifacts["v2_ov8"], classes=CLASSES, conf=CONF)
+    det = Detector(artifacts["v2_ov8"], backend="onnxruntime", classes=CLASSES, conf=CONF)
     expected = det.predict(images[:3])
     det.set_classes(["dog", "cat"])
     expected += det.predict(images[0])

@@ -66,12 +66,12 @@ def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, 
     be = open_backend(env, engine, profile=(2, 4, 4))
     import sdk.detector
 
-    opener = sdk.detector._open_backend
-    monkeypatch.setattr(sdk.detector, "_open_backend", lambda w, *a: be if w == engine else opener(w, *a))
+    opener = sdk.detector.open_backend
+    monkeypatch.setattr(sdk.detector, "open_backend", lambda w, *a: be if w == engine else opener(w, *a))
     sources = (images * 8)[:8]
     got = Detector(engine, conf=0.05).predict(sources, batch_size=5)  # 8 images: 5 (= 4 + 1), 3
-    ref = Detector(exported[form], conf=0.05).predict(sources, batch_size=5)
-    assert ref[0].data["speed_ms"] and not isinstance(Detector(exported[form]).backend, TensorRTBackend)
+    ref = Detector(exported[form], backend="onnxruntime", conf=0.05).predict(sources, batch_size=5)
+    assert ref[0].data["speed_ms"] and ref[0].data["backend"] == "onnxruntime" and got[0].data["backend"] == "tensorrt"
     assert sum(len(r) for r in ref) > 10
     for a, b in zip(got, ref, strict=True):
         assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL,  # batches split and padded
