@@ -61,7 +61,7 @@ for line in sys.stdin:
         t = time.perf_counter()
         result = model.predict(sys.argv[2], imgsz=640, conf=0.25, verbose=False)[0]
         times.append((time.perf_counter() - t) * 1e3)
-    print(json.dumps({"ms": times, "detections": len(result.boxes)}), flush=True)
+    print("@@" + json.dumps({"ms": times, "detections": len(result.boxes)}), flush=True)
 '''
 
 
@@ -77,8 +77,9 @@ def worker_ours(path: str, backend: str, precision: str, rect: str, photo: str) 
             t = time.perf_counter()
             (result,) = det.predict(photo)
             times.append((time.perf_counter() - t) * 1e3)
-        print(json.dumps({"ms": times, "detections": len(result), "ran": [det.backend.name, det.backend.precision],
-                          "speed_ms": result.data["speed_ms"]}), flush=True)
+        reply = {"ms": times, "detections": len(result), "ran": [det.backend.name, det.backend.precision],
+                 "speed_ms": result.data["speed_ms"]}
+        print("@@" + json.dumps(reply), flush=True)
 
 
 def make_photo(path: Path) -> None:
@@ -140,10 +141,12 @@ def start_workers(ours: dict[str, Path], peer: dict[str, Path], peer_python: Pat
 def ask(worker: subprocess.Popen, n: int) -> dict[str, Any]:
     worker.stdin.write(f"{n}\n")
     worker.stdin.flush()
-    line = worker.stdout.readline()
-    if not line:
-        raise RuntimeError(f"a worker died (exit code {worker.wait()})")
-    return json.loads(line)
+    while True:  # a runtime may print its own lines: the reply is the one marked "@@"
+        line = worker.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a worker died (exit code {worker.wait()})")
+        if line.startswith("@@"):
+            return json.loads(line[2:])
 
 
 def measure(workers: dict[str, subprocess.Popen], warmup: int, blocks: int, per_block: int) -> dict[str, Any]:

@@ -186,14 +186,16 @@ class Detector:
 
     __call__ = predict
 
-    def predict_stream(self, source: ImageSource | Iterable[ImageSource] | int, batch_size: int = 1,
+    def predict_stream(self, source: ImageSource | Iterable[ImageSource] | int, batch_size: int | None = None,
                        conf: float | None = None, iou: float | None = None, max_det: int | None = None,
                        prefetch: int = 8, with_frames: bool = False
                        ) -> Iterator[Detections] | Iterator[tuple[np.ndarray, Detections]]:
         """Yield one result per frame while reading: a video file, a camera index, an image folder,
         or any iterable of paths / BGR arrays. A reader thread decodes and letterboxes ahead of
         inference (``prefetch`` frames); results equal :meth:`predict` on the same frames.
-        ``with_frames``: yield ``(frame, result)``, the frame as decoded (BGR uint8), e.g. to draw on."""
+        ``with_frames``: yield ``(frame, result)``, the frame as decoded (BGR uint8), e.g. to draw on.
+        ``batch_size`` None: 1, or an OpenVINO throughput-mode backend's requests in flight."""
+        batch_size = batch_size or getattr(self.backend, "preferred_batch", 1)
         conf = self.conf if conf is None else conf
         iou = self.iou if iou is None else iou
         max_det = self.max_det if max_det is None else max_det
@@ -235,20 +237,26 @@ class Detector:
                         raise item
                     batch.append(item)
                 if batch:
-                    results = [None] * len(batch)
-                    for idx in _groups([lb.shape for (lb, _), _, _, _ in batch]):  # one shape per network call
-                        part = [batch[i] for i in idx]
-                        got = self._run(to_network_input(np.stack([lb for (lb, _), _, _, _ in part])),
-                                        [info for (_, info), _, _, _ in part], [name for _, name, _, _ in part],
-                                        conf, iou, max_det, t_start=min(t for _, _, t, _ in part))
-                        for i, result in zip(idx, got, strict=True):
-                            results[i] = result
+                    results = self._run_letterboxed(batch, conf, iou, max_det)
                     if with_frames:
                         yield from zip([frame for *_, frame in batch], results, strict=True)
                     else:
                         yield from results
         finally:
             stop.set()
+
+    def _run_letterboxed(self, batch: list, conf: float, iou: float, max_det: int) -> list[Detections]:
+        """``predict_stream``'s items ``((letterboxed, info), name, t_read, frame)``, one network call per
+        input shape, results in order."""
+        results: list[Detections] = [None] * len(batch)  # type: ignore[list-item]
+        for idx in _groups([lb.shape for (lb, _), _, _, _ in batch]):
+            part = [batch[i] for i in idx]
+            got = self._run(to_network_input(np.stack([lb for (lb, _), _, _, _ in part])),
+                            [info for (_, info), _, _, _ in part], [name for _, name, _, _ in part],
+                            conf, iou, max_det, t_start=min(t for _, _, t, _ in part))
+            for i, result in zip(idx, got, strict=True):
+                results[i] = result
+        return results
 
     def _predict_batch(self, chunk: list, start: int, conf: float, iou: float, max_det: int,
                        skip_bad: bool = False) -> list[Detections]:

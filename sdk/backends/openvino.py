@@ -100,6 +100,7 @@ class OpenVinoBackend(ExportedBackend):
         if self.mode == "throughput":
             self.num_requests = options.num_requests or int(
                 self._compile((1, 3, *self.manifest.imgsz)).get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.preferred_batch = self.num_requests  # what predict_stream gathers to keep the requests busy
 
     def _compile(self, shape: tuple[int, ...]):
         """The compiled model for images of ``shape``: a static one from the second time a shape is

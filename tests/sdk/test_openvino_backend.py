@@ -109,7 +109,7 @@ def test_throughput_mode_equals_latency_mode(exports):
     latency = Detector(paths["raw"], conf=CONF, backend="openvino", runtime=FP32)
     many = Detector(paths["raw"], conf=CONF, backend="openvino",
                     runtime=RuntimeOptions(precision="fp32", performance="throughput", num_requests=2))
-    assert many.backend.num_requests == 2
+    assert many.backend.num_requests == 2 and many.backend.preferred_batch == 2
     got = many.predict(images, batch_size=len(images))
     _same(got, latency.predict(images, batch_size=1))
     streamed = list(many.predict_stream(images, batch_size=3))
