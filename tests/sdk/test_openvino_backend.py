@@ -78,6 +78,7 @@ def _images(val: list[str]) -> list[np.ndarray]:
     return [*base, cv2.resize(base[0], (300, 120)), cv2.resize(base[1], (90, 260)), base[2][:70]]
 
 
+@pytest.mark.numeric
 def test_fp32_matches_onnxruntime(exports):
     paths, val = exports
     ov_det = Detector(paths["raw"], conf=CONF, backend="openvino", runtime=FP32)
@@ -127,6 +128,7 @@ def _unpaired(a, b, atol: tuple[float, float], above: float) -> list:
     return missing
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(("artifact", "atol"), [("raw", (OV_BF16_SCORE_ATOL, OV_BF16_BOX_ATOL)),
                                                 ("int8", (OV_INT8_SCORE_ATOL, OV_INT8_BOX_ATOL))])
 def test_bf16_and_int8_close_to_fp32(exports, artifact, atol):

@@ -47,6 +47,7 @@ def _same(a: list, b: list, **kw) -> None:
         assert_same_detections(x, y, conf=CONF, **kw)
 
 
+@pytest.mark.numeric
 def test_dynamic_export_equals_the_checkpoint_on_rect_inputs(rect_exports):
     ckpt, paths, val = rect_exports
     images = _shapes(val)
@@ -62,6 +63,7 @@ def test_dynamic_export_equals_the_checkpoint_on_rect_inputs(rect_exports):
           score_atol=TRAINED_SCORE_ATOL)
 
 
+@pytest.mark.numeric
 def test_rect_batched_and_streamed_equal_one_by_one(rect_exports):
     """Images that need different shapes run as separate batches: batching changes no result."""
     _, paths, val = rect_exports
