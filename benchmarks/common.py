@@ -47,4 +47,25 @@ def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
         fig.savefig(tmp, dpi=dpi, format="png")
 
 
-__all__ = ["ROOT", "cpu_name", "read_curve", "repo_path", "save_png", "scrub_paths"]
+def save_barh(path: str | os.PathLike, labels: list[str], values: list[float], colors: list[str], xlabel: str,
+              title: str, xerr: list[list[float]] | None = None, xlim: tuple[float, float] | None = None,
+              fontsize: int = 8) -> None:
+    """One horizontal bar per row, first row on top, as a PNG (:func:`save_png`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(labels) + 1.4))
+    ax.barh(range(len(labels)), values, color=colors, xerr=xerr)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
+    ax.invert_yaxis()
+    if xlim:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=8)
+    save_png(fig, path)
+    plt.close(fig)
+
+
+__all__ = ["ROOT", "cpu_name", "read_curve", "repo_path", "save_barh", "save_png", "scrub_paths"]

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, save_png  # noqa: E402
+from benchmarks.common import cpu_name, save_barh  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 THREADS = 2
@@ -164,23 +164,12 @@ def measure(workers: dict[str, subprocess.Popen], warmup: int, blocks: int, per_
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = sorted(report["results"].items(), key=lambda kv: kv[1]["median_ms"])
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.4))
-    colors = ["#4c72b0" if n.startswith("ours") else "#c44e52" for n, _ in rows]
-    ax.barh(range(len(rows)), [r["median_ms"] for _, r in rows], color=colors,
-            xerr=[[r["median_ms"] - r["min_ms"] for _, r in rows], [r["max_ms"] - r["median_ms"] for _, r in rows]])
-    ax.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("ms per photo, end to end (predict(path): read, letterbox, inference, post); median, min-max")
-    ax.set_title(f"YOLO-World v2 S, 640, 80 classes, 1280x720 photo, {THREADS} threads: {report['cpu']}", fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
+    save_barh(path, [n for n, _ in rows], [r["median_ms"] for _, r in rows],
+              ["#4c72b0" if n.startswith("ours") else "#c44e52" for n, _ in rows],
+              "ms per photo, predict(path) end to end; median, whiskers min-max",
+              f"YOLO-World v2 S, 640, 80 classes, 1280x720 photo, {THREADS} threads: {report['cpu']}",
+              xerr=[[r["median_ms"] - r["min_ms"] for _, r in rows], [r["max_ms"] - r["median_ms"] for _, r in rows]])
 
 
 def main() -> None:

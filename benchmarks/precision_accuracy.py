@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, repo_path, save_png  # noqa: E402
+from benchmarks.common import cpu_name, repo_path, save_barh  # noqa: E402
 from export.pipeline import ExportOptions, export_artifact  # noqa: E402
 from sdk import Detector, RuntimeOptions  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
@@ -107,25 +107,13 @@ def run(ckpt: Path, gt: dict, images: Path, calib: Path, imgsz: int, work: Path,
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report["results"]
-    labels = [f"{r['artifact']} {r['backend']} {r['precision']} {r['letterbox']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(rows) + 1.4))
-    ax.barh(range(len(rows)), [r["AP"] for r in rows],
-            color=["#4c72b0" if r["letterbox"] == "square" else "#55a868" for r in rows])
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    lo = min(r["AP"] for r in rows)
-    ax.set_xlim(max(0.0, lo - 0.05), min(1.0, max(r["AP"] for r in rows) + 0.02))
-    ax.set_xlabel("COCO AP (mAP50:95); blue square letterbox, green rect")
-    ax.set_title(f"{report['name']}: {report['checkpoint']} at {report['imgsz']}", fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
+    values = [r["AP"] for r in rows]
+    save_barh(path, [f"{r['artifact']} {r['backend']} {r['precision']} {r['letterbox']}" for r in rows], values,
+              ["#4c72b0" if r["letterbox"] == "square" else "#55a868" for r in rows],
+              "COCO AP (mAP50:95); blue square letterbox, green rect",
+              f"{report['name']}: {report['checkpoint']} at {report['imgsz']}",
+              xlim=(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.02)), fontsize=7)
 
 
 def main() -> None:
