@@ -27,15 +27,29 @@ BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino", "tensorrt", "torch")
 
 def default_backend(weights: str | os.PathLike, device: str) -> str:
     """The fastest correct backend here for ``weights``: a checkpoint -> torch; ``.engine``/``.plan`` ->
-    tensorrt; ``.onnx`` -> openvino on a CPU when it is installed, else onnxruntime."""
+    tensorrt; ``.onnx`` -> openvino on a CPU when it is installed (for an int8 export: where the CPU has
+    VNNI or AMX), else onnxruntime."""
     suffix = Path(weights).suffix.lower()
     if suffix in (".engine", ".plan"):
         return "tensorrt"
     if suffix != ".onnx":
         return "torch"
     if device == "cpu" and importlib.util.find_spec("openvino") is not None:
-        return "openvino"
+        from .backends.openvino import native_int8
+
+        # OpenVINO's int8 kernels need int8 dot products (VNNI, AMX) to stay accurate
+        return "openvino" if native_int8() or not _is_int8(weights) else "onnxruntime"
     return "onnxruntime"
+
+
+def _is_int8(weights: str | os.PathLike) -> bool:
+    from .errors import YoloWorldError
+    from .manifest import read_manifest
+
+    try:
+        return read_manifest(weights).precision == "int8"
+    except YoloWorldError:  # unreadable: the backend that opens it says why
+        return False
 
 
 def open_backend(weights: str | os.PathLike, device: str = "cpu", runtime: RuntimeOptions | None = None,

@@ -65,6 +65,9 @@ TRT_FP32_SCORE_ATOL, TRT_FP32_BOX_ATOL = 1e-3, 0.5  # box: pixels at 160 px
 # than ONNX Runtime's, so more than a last-place difference (measured: up to 2e-4 of the largest
 # score, 4e-3 px in boxes).
 OV_FP32_REL, OV_FP32_SCORE_ATOL, OV_FP32_BOX_ATOL = 1e-3, 1e-3, 0.05
+# The same on the tiny random calibrated weights, which amplify rounding (measured: 1e-4 of the largest
+# score on the open-vocabulary fixture, 9e-4 on another random tiny export).
+OV_FP32_RANDOM_REL = 2e-3
 # OpenVINO bfloat16 (8 significant bits) vs its float32 on the fine-tuned fixture: detections within
 # 0.01 in score and 1 px (measured: 0.005 at most).
 OV_BF16_SCORE_ATOL, OV_BF16_BOX_ATOL = 0.01, 1.0

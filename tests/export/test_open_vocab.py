@@ -275,3 +275,26 @@ def test_self_check_against_the_model(models):
         deploy.folded.head.cls_contrasts[2].bias += 0.5  # a wrong head: caught
     with pytest.raises(ExportError, match="self-check failed: the open-vocabulary graph .* scores differ"):
         check_against_model(model, deploy, image, texts)
+
+
+@pytest.mark.numeric
+def test_openvino_runs_the_open_vocabulary_artifact(artifacts, images):
+    """The same artifact and text encoder on OpenVINO (float32): embeddings, scores and boxes as on ONNX
+    Runtime, padded slots zero, and the vocabulary changes without a reload."""
+    pytest.importorskip("openvino")
+    from sdk import RuntimeOptions
+    from sdk.preprocess import preprocess
+    from tests.parity import OV_FP32_RANDOM_REL, TEXT_ATOL, max_rel_diff
+
+    ort = Detector(artifacts["v2_ov8"], backend="onnxruntime", classes=CLASSES, conf=CONF)
+    ovd = Detector(artifacts["v2_ov8"], backend="openvino", classes=CLASSES, conf=CONF,
+                   runtime=RuntimeOptions(precision="fp32"))
+    np.testing.assert_allclose(ovd.backend.encode_text(CLASSES), ort.backend.encode_text(CLASSES), atol=TEXT_ATOL)
+    x, _ = preprocess(images[:3], IMGSZ)
+    got, ref = ovd.backend.infer(x), ort.backend.infer(x)
+    assert max_rel_diff(got["scores"], ref["scores"]) < OV_FP32_RANDOM_REL
+    assert max_rel_diff(got["boxes"], ref["boxes"]) < OV_FP32_RANDOM_REL
+    assert (got["scores"][..., len(CLASSES):] == 0).all()  # masked slots
+    ovd.set_classes(OTHER, prompt_merge="max", pad_prompt=True)
+    assert ovd.class_names == ["dog", "cat", "yellow star"]
+    assert all(d.class_id.max(initial=0) <= 2 for d in ovd.predict(images[:3]))
