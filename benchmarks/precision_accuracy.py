@@ -64,11 +64,10 @@ def matched_fraction(ref: list[dict], got: list[dict]) -> float:
 
 def rows_for(precision: str) -> list[tuple[str, str | None]]:
     """(backend, OpenVINO compute precision) rows for one artifact."""
-    import openvino
 
-    from sdk.backends.openvino import native_bf16
+    from sdk.backends.openvino import native_bf16, shared_core
 
-    ov = [("openvino", "fp32")] + ([("openvino", "bf16")] if native_bf16(openvino.Core()) else [])
+    ov = [("openvino", "fp32")] + ([("openvino", "bf16")] if native_bf16(shared_core()) else [])
     return [("onnxruntime", None)] + (ov if precision != "int8" else [("openvino", None)])
 
 

@@ -15,6 +15,7 @@ its own request, several in flight (``num_requests``, default what OpenVINO find
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -38,6 +39,16 @@ def cache_folder(options: RuntimeOptions) -> str | None:
     if root == "off":
         return None
     return str(Path(root) / "openvino") if root else str(Path.home() / ".cache" / "yoloworld-sdk" / "openvino")
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core():
+    """One OpenVINO Core per process, never freed: when the last Core goes, OpenVINO unloads its CPU
+    plugin while the plugin's idle TBB worker threads live on, and the process crashed later, at random
+    (seen in the test suite, beside PyTorch training)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _isa_cap() -> str:
@@ -83,7 +94,7 @@ class OpenVinoBackend(ExportedBackend):
 
         options = options or RuntimeOptions()
         self._read(path)
-        self._core = ov.Core()
+        self._core = shared_core()
         self.device = "CPU" if device.lower() == "cpu" else device.upper()
         if self.device not in self._core.available_devices:
             raise YoloWorldError(f"OpenVINO has no device {self.device!r} here (available: "
@@ -111,7 +122,7 @@ class OpenVinoBackend(ExportedBackend):
             self._config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(options.num_requests)
         cache = cache_folder(options)
         if cache:
-            self._core.set_property({"CACHE_DIR": cache})
+            self._config["CACHE_DIR"] = cache  # per compile: the Core is shared
         try:
             self._model = self._core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with the parser's message

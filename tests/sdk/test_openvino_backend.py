@@ -136,7 +136,7 @@ def _unpaired(a, b, atol: tuple[float, float], above: float) -> list:
 def test_bf16_and_int8_close_to_fp32(exports, artifact, atol):
     """bfloat16 and int8 move scores by some 1e-3 and 1e-2: every detection clear of the threshold
     (conf 0.1, compared above 0.1 + atol) has a partner on the other side."""
-    from sdk.backends.openvino import native_bf16, native_int8
+    from sdk.backends.openvino import native_bf16, native_int8, shared_core
 
     paths, val = exports
     if artifact == "int8" and not native_int8():  # e.g. AVX2 only: never picked automatically, and said
@@ -149,7 +149,7 @@ def test_bf16_and_int8_close_to_fp32(exports, artifact, atol):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 asked for on a CPU without it: fp32, with a warning
         det = Detector(paths[artifact], conf=0.1, backend="openvino", runtime=RuntimeOptions(precision="bf16"))
-    assert det.backend.precision == ("int8" if artifact == "int8" else "bf16" if native_bf16(ov.Core()) else "fp32")
+    assert det.backend.precision == ("int8" if artifact == "int8" else "bf16" if native_bf16(shared_core()) else "fp32")
     got = det.predict(images)
     assert sum(int((r.confidence >= 0.1 + atol[0]).sum()) for r in ref) >= 5  # not vacuous
     assert not _unpaired(ref, got, atol, 0.1 + atol[0]) and not _unpaired(got, ref, atol, 0.1 + atol[0])
