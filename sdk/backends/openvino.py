@@ -151,6 +151,7 @@ class OpenVinoBackend(ExportedBackend):
         self._seen[shape] = self._seen.get(shape, 0) + 1
         statics = [k for k in self._compiled if k != "dynamic"]
         if self._int8 and shape not in self._compiled and len(statics) >= _STATIC_SHAPES:
+            self._requests.pop(id(self._compiled[statics[0]]), None)  # its id may be reused by the next compile
             del self._compiled[statics[0]]
         static = shape in self._compiled or self._int8 or (self._seen[shape] >= 2 and len(statics) < _STATIC_SHAPES)
         key = shape if static else "dynamic"
