@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[train,export,openvino,dev]"
+	$(PY) -m pip install -q -e ".[train,export,openvino,ray,dev]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -197,6 +197,13 @@ def load_checkpoint_with_meta(path: str | os.PathLike, device: str | torch.devic
     return model.to(device).eval(), meta
 
 
+def stored_vocabulary(path: str | os.PathLike) -> list[list[str]] | None:
+    """An own checkpoint's stored vocabulary (one prompt list per class), read without building the model;
+    None for official files, which store none."""
+    data = _read(path)
+    return data.get("vocabulary") if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
 def save_checkpoint(model: YoloWorld, path: str | os.PathLike, **extra: Any) -> Path:
     """Write this SDK's self-describing checkpoint atomically; ``extra`` entries ride along
     (e.g. ``vocabulary=[["person"], ...]``, ``train={...}``)."""

@@ -1,0 +1,133 @@
+"""``yoloworld-label --ray`` on a local Ray (2 CPUs): the same labels as in-process, every image exactly
+once after an actor is killed mid-run and the run repeated, and no work on a rerun after completion.
+Skipped where Ray is not installed (the ``.[ray]`` extra)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdk.label import LabelJob, LabelSettings, label_collection
+from tests.parity import LABEL_BOX_ATOL, LABEL_SCORE_ATOL
+
+ray = pytest.importorskip("ray")
+
+SETTINGS = dict(backend="onnxruntime", threads=1, imgsz=160, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def records(out: Path) -> dict[str, dict]:
+    """path -> record; fails on an image with two records."""
+    found: dict[str, dict] = {}
+    for shard in sorted((out / "shards").glob("part-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            r = json.loads(line)
+            assert r["path"] not in found, f"{r['path']} has two results"
+            found[r["path"]] = r
+    return found
+
+
+def assert_same_records(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert sorted(a) == sorted(b)
+    for path, ra in a.items():
+        rb = b[path]
+        assert ("error" in ra) == ("error" in rb), path
+        if "error" in ra:
+            continue
+        assert ra["classes"] == rb["classes"], path
+        np.testing.assert_allclose(ra["scores"], rb["scores"], atol=LABEL_SCORE_ATOL)
+        np.testing.assert_allclose(np.reshape(ra["boxes"], (-1, 4)), np.reshape(rb["boxes"], (-1, 4)),
+                                   atol=LABEL_BOX_ATOL)
+
+
+def test_ray_gives_the_in_process_labels_and_a_rerun_does_no_work(local_ray, label_collection_fixture, tmp_path):
+    fx = label_collection_fixture
+    settings = LabelSettings(str(fx.model), conf=0.1, **SETTINGS)
+    here = label_collection(LabelJob((str(fx.photos),), str(tmp_path / "here"), settings, progress=False))
+    on_ray = label_collection(LabelJob((str(fx.photos),), str(tmp_path / "ray"), settings, ray="local", actors=2,
+                                       shard_size=8, progress=False))
+    assert on_ray["ran_on"].startswith("Ray (2 actor(s), each 0.75 CPU")
+    assert on_ray["labeled_now"] == here["labeled_now"] == 65 and on_ray["failed"] == 1
+    assert_same_records(records(tmp_path / "ray"), records(tmp_path / "here"))
+    assert on_ray["per_class"] == here["per_class"]
+    shards = sorted(p.name for p in (tmp_path / "ray" / "shards").iterdir())
+    again = label_collection(LabelJob((str(fx.photos),), str(tmp_path / "ray"), settings, ray="local", progress=False))
+    assert again["labeled_now"] == 0 and again["ran_on"] == "-"  # nothing to do: Ray not even asked
+    assert sorted(p.name for p in (tmp_path / "ray" / "shards").iterdir()) == shards
+
+
+def _actor_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapWorker(MapBatches(LabelWorker))" in cmd:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the actor's process through /proc")
+def test_killed_actor_then_rerun_gives_every_image_exactly_once(local_ray, label_collection_fixture, tmp_path):
+    fx = label_collection_fixture
+    photos = tmp_path / "photos"  # 6 x the collection (links), so the run lasts long enough to kill an actor in
+    for k in range(6):
+        (photos / f"copy{k}").mkdir(parents=True)
+        for p in [*fx.good, fx.broken]:
+            os.symlink(p, photos / f"copy{k}" / f"{Path(p).parent.name}_{Path(p).name}")
+    settings = LabelSettings(str(fx.model), **{**SETTINGS, "batch_size": 1})
+    job = LabelJob((str(photos),), str(tmp_path / "out"), settings, ray="local", actors=2, shard_size=4,
+                   stall_timeout=120, progress=False)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = label_collection(job)
+        except Exception as e:  # a run may fail when its actor dies; the rerun must finish it
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out" / "shards").glob("part-*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victims = _actor_pids()
+    assert victims, "no labeling actor found"
+    os.kill(victims[0], signal.SIGKILL)
+    done_at_kill = len(records(tmp_path / "out"))
+    thread.join(300)
+    assert not thread.is_alive()
+    assert 0 < done_at_kill < 6 * 65, f"the kill came after {done_at_kill} results"
+    # Ray Data restarts a killed actor and retries its batch, so the run usually finishes by itself
+    before = len(records(tmp_path / "out"))
+    assert "summary" in outcome or before < 6 * 65, outcome
+    again = label_collection(job)
+    assert again["images"] == 6 * 65 and again["failed"] == 6
+    got = records(tmp_path / "out")  # fails on any image with two results
+    assert sorted(got) == sorted(str(p) for p in photos.rglob("*.jpg"))  # and every image has one
+    assert again["labeled_now"] == 6 * 65 - before
+    reference = records_by_name(label_collection_fixture, tmp_path / "reference")
+    for path, r in got.items():
+        assert_same_records({"x": r}, {"x": {**reference[Path(path).name], "path": path, "key": r["key"]}})
+
+
+def records_by_name(fx, out: Path) -> dict[str, dict]:
+    """In-process records of the collection, by the link names the kill test gives them."""
+    settings = LabelSettings(str(fx.model), **{**SETTINGS, "batch_size": 1})
+    label_collection(LabelJob((str(fx.photos),), str(out), settings, progress=False))
+    return {f"{Path(p).parent.name}_{Path(p).name}": r for p, r in records(out).items()}
