@@ -105,14 +105,21 @@ def ray_batches(todo: list[SourceImage], settings: LabelSettings, plan: ActorPla
     ctx.enable_progress_bars = False  # ours shows images/s, done/total and ETA
     worker_settings = replace(settings, threads=plan.threads, device="cuda" if plan.num_gpus else settings.device)
     rows = [{"path": s.path, "key": s.key} for s in todo]
-    blocks = max(1, min(len(rows), math.ceil(len(rows) / max(settings.batch_size, 1))))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = ray.data.from_items(rows, override_num_blocks=block_count(len(rows), settings.batch_size))
     ds = ds.map_batches(LabelWorker, fn_constructor_kwargs={"settings": worker_settings.to_dict()},
                         batch_size=settings.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus,
                         num_gpus=plan.num_gpus or None)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         yield [json.loads(r) for r in batch["record"]]
+
+
+def block_count(rows: int, batch_size: int, max_blocks: int = 20_000) -> int:
+    """Ray Data blocks for ``rows`` images: 4 batches per block (an actor task; results come back, and a
+    killed actor's work is redone, a block at a time), at most ``max_blocks`` (each is an object in Ray's
+    store: a million images must not make a million objects)."""
+    per_block = max(4 * batch_size, math.ceil(rows / max_blocks))
+    return max(1, math.ceil(rows / per_block))
 
 
 def with_stall_timeout(batches: Iterator[Records], seconds: float, diagnose: Callable[[], str] = lambda: ""

@@ -102,8 +102,6 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
 def _label(todo: list[SourceImage], total: int, settings: LabelSettings, job: LabelJob, writer: ShardWriter) -> str:
     """Label ``todo`` into shards with a progress bar; returns where it ran. Results received before an
     error or an interrupt are flushed to a shard, so a rerun continues after them."""
-    from tqdm import tqdm
-
     if job.ray is None:
         batches: Iterator[list[dict[str, Any]]] = in_process_batches(todo, settings)
         ran_on, stop = "this process", None
@@ -117,16 +115,31 @@ def _label(todo: list[SourceImage], total: int, settings: LabelSettings, job: La
             batches = with_stall_timeout(batches, job.stall_timeout, lambda: _diagnose(ray, plan))
         ran_on, stop = f"Ray ({plan.describe()})", (ray.shutdown if started else None)
     try:
-        with tqdm(total=total, initial=total - len(todo), unit="img", desc="labeling", disable=not job.progress,
-                  smoothing=0.05) as bar:
-            for records in batches:
-                writer.add(records)
-                bar.update(len(records))
+        _consume(batches, writer, total, len(todo), job.progress, job.ray is not None)
     finally:
         writer.flush()
         if stop:
             stop()
     return ran_on
+
+
+def _consume(batches: Iterator[list[dict[str, Any]]], writer: ShardWriter, total: int, todo: int, progress: bool,
+             on_ray: bool) -> None:
+    """Write what arrives into shards, with a progress bar; a failed Ray run becomes one clear error."""
+    from tqdm import tqdm
+
+    try:
+        with tqdm(total=total, initial=total - todo, unit="img", desc="labeling", disable=not progress,
+                  smoothing=0.05) as bar:
+            for records in batches:
+                writer.add(records)
+                bar.update(len(records))
+    except Exception as e:
+        if not on_ray or isinstance(e, YoloWorldError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[-1][:500]  # Ray's messages end with the cause
+        raise YoloWorldError(f"the Ray run failed ({type(e).__name__}: {first}); the {writer.written + len(writer)} "
+                             f"results received are kept, rerun the same command to continue") from e
 
 
 def connect_ray(address: str) -> tuple[Any, bool]:
@@ -161,10 +174,10 @@ def _diagnose(ray: Any, plan: ActorPlan) -> str:
 def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
     """The classes the labels will have: ``settings.class_texts``, else the export's folded vocabulary or
     the checkpoint's stored one."""
-    if settings.class_texts:
-        return [list(t) for t in settings.class_texts]
     weights = settings.weights
     if Path(weights).suffix.lower() in (".pt", ".pth"):
+        if settings.class_texts:
+            return [list(t) for t in settings.class_texts]
         from ..model.checkpoint import stored_vocabulary
 
         stored = stored_vocabulary(weights)
@@ -173,6 +186,12 @@ def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
 
         manifest = read_manifest(weights)
         stored = None if manifest.open_vocabulary else manifest.prompts
+        if settings.class_texts:  # checked here, not by every actor
+            asked = [t[0] for t in settings.class_texts]
+            if stored and asked != [p[0] for p in stored]:
+                raise VocabularyError(f"{weights} has its vocabulary folded in: {[p[0] for p in stored]}; "
+                                      f"--classes {asked} needs another export (yoloworld-export)")
+            return [list(t) for t in settings.class_texts]
     if not stored:
         raise VocabularyError(f"{weights} stores no vocabulary; pass --classes")
     return [list(t) for t in Vocabulary.from_any(stored).prompts]

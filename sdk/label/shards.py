@@ -41,6 +41,10 @@ class ShardWriter:
         if len(self._buffer) >= self.max_records or time.monotonic() - self._last >= self.max_seconds:
             self.flush()
 
+    def __len__(self) -> int:
+        """Records buffered, not yet in a shard."""
+        return len(self._buffer)
+
     def flush(self) -> None:
         if self._buffer:
             name = f"part-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.jsonl"

@@ -17,7 +17,7 @@ import pytest
 from sdk import Detector
 from sdk.label import LabelJob, LabelSettings, label_collection
 from sdk.label.cli import label_main, parse_conf
-from sdk.label.engine import LabelStalled, plan_actors, with_stall_timeout
+from sdk.label.engine import LabelStalled, block_count, plan_actors, with_stall_timeout
 from sdk.label.outputs import MergeError, split_of
 from sdk.label.shards import ShardError, read_shards
 from tests.parity import LABEL_BOX_ATOL, LABEL_SCORE_ATOL
@@ -194,6 +194,8 @@ def test_cli_errors_name_what_is_wrong(label_collection_fixture, tmp_path, capsy
     assert "['unicorn']" in capsys.readouterr().err
     assert label_main([str(fx.photos), *base, "--conf", "person=high"]) == 2
     assert "'person=high'" in capsys.readouterr().err
+    assert label_main([str(fx.photos), *base, "--classes", "cat,dog"]) == 2  # a folded export's vocabulary is fixed
+    assert "--classes ['cat', 'dog'] needs another export" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing made before the inputs were checked
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# two images\n{fx.good[0]}\n\n{fx.good[1]}\nnope.jpg\n")
@@ -242,6 +244,13 @@ def test_plan_actors_fits_the_cluster():
         plan_actors(two, [two], num_cpus=3)
 
 
+def test_block_count():
+    assert block_count(65, 2) == 9  # 8 images (4 batches) per block
+    assert block_count(3, 8) == 1
+    assert block_count(1_000_000, 8) == 20_000  # 50 per block: never a million objects in Ray's store
+    assert block_count(10_000_000, 8, max_blocks=20_000) == 20_000
+
+
 def test_stall_timeout_stops_and_keeps_what_arrived():
     def slow():
         yield [{"n": 1}]
@@ -261,13 +270,14 @@ def test_shards_unreadable_missing_and_duplicate(label_collection_fixture, tmp_p
     label_collection(job(fx, out, shard_size=16))
     shards = sorted((out / "shards").glob("part-*.jsonl"))
     assert len(shards) == 5  # 65 results in shards of 16
-    shards[1].write_text(shards[1].read_text()[:-30])  # a damaged shard: set aside, its images redone
+    damaged = next(p for p in shards if len(p.read_text().splitlines()) == 16)
+    damaged.write_text(damaged.read_text()[:-30])  # a damaged shard: set aside, its images redone
     again = label_collection(job(fx, out))
-    assert again["labeled_now"] == 16 and (out / "shards" / (shards[1].name + ".bad")).exists()
+    assert again["labeled_now"] == 16 and (out / "shards" / (damaged.name + ".bad")).exists()
     index = read_shards(out / "shards")
     assert len(index) == 65
     dup = out / "shards" / "part-zzz-duplicate.jsonl"
-    dup.write_text(shards[0].read_text().splitlines()[0] + "\n")
+    dup.write_text(next(p for p in shards if p != damaged).read_text().splitlines()[0] + "\n")
     with pytest.raises(ShardError, match="has 2 results"):
         label_collection(job(fx, out))
     dup.unlink()
