@@ -60,6 +60,13 @@ def test_torch_free_install_predicts(tiny_checkpoints, images, tmp_path):
     report = json.loads((tmp_path / "b.json").read_text())
     assert "torch" not in report["environment"] and report["results"][0]["backend"] == "openvino"
     assert (tmp_path / "b.md").is_file() and not (tmp_path / "b.png").exists()
+    # and so is labeling (in-process; Ray is the .[ray] extra)
+    label = subprocess.run([str(env_dir / "bin" / "yoloworld-label"), str(tmp_path / "img.png"), "--weights",
+                            str(tmp_path / "m.onnx"), "--out", str(tmp_path / "labels"), "--conf", "0.01"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert label.returncode == 0, label.stderr[-3000:]
+    summary = json.loads((tmp_path / "labels" / "summary.json").read_text())
+    assert summary["images"] == 1 and 0 < summary["boxes"] <= out["n"]  # less boxes under 2 px
 
 
 def sdk_predict(tmp_path: Path, backend: str) -> int:

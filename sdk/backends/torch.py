@@ -77,3 +77,11 @@ def encode_texts(model: Any, stored: dict[str, Any] | None, texts: list[str]) ->
             f"own prompts: {sorted(stored)[:20]}; unknown: {missing[:5]}")
     encoded = dict(zip(missing, model.encode_text(missing).cpu().numpy(), strict=True)) if missing else {}
     return np.stack([np.asarray(stored[t], np.float32) if t in stored else encoded[t] for t in texts])
+
+
+def checkpoint_vocabulary(path: str | os.PathLike) -> list[list[str]] | None:
+    """The vocabulary an own checkpoint stores (one prompt list per class), read without building the
+    model; None for official releases, which store none."""
+    from ..model.checkpoint import stored_vocabulary
+
+    return stored_vocabulary(path)

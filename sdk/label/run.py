@@ -178,9 +178,9 @@ def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
     if Path(weights).suffix.lower() in (".pt", ".pth"):
         if settings.class_texts:
             return [list(t) for t in settings.class_texts]
-        from ..model.checkpoint import stored_vocabulary
+        from ..backends.torch import checkpoint_vocabulary
 
-        stored = stored_vocabulary(weights)
+        stored = checkpoint_vocabulary(weights)
     else:
         from ..manifest import read_manifest
 
