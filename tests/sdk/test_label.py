@@ -212,6 +212,21 @@ def test_manifest_sources(label_collection_fixture, tmp_path):
     assert summary["images"] == 6
 
 
+def test_readme_commands_parse():
+    """Every ``yoloworld-label`` command the README shows uses flags the CLI has."""
+    import re
+    import shlex
+
+    from sdk.label.cli import label_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    commands = re.findall(r"^yoloworld-label .*$", readme, flags=re.M)
+    assert len(commands) >= 3
+    for line in commands:
+        args = label_parser().parse_args(shlex.split(line.split("#")[0])[1:])
+        assert args.sources and args.weights and args.out
+
+
 def test_parse_conf_and_splits():
     assert parse_conf("0.2,person=0.3, red car=0.4") == (("*", 0.2), ("person", 0.3), ("red car", 0.4))
     assert parse_conf("") == (("*", 0.25),)
