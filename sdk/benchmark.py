@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--letterbox", nargs="+", default=["auto"], choices=("auto", "rect", "square"),
                    help="rect / square rows (default: the model's own; rect needs a dynamic-shape export)")
     p.add_argument("--mode", choices=("latency", "throughput"), default="latency", help="OpenVINO performance mode")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op / OpenVINO inference threads")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op / OpenVINO inference / PyTorch threads")
     p.add_argument("--io-binding", action="store_true", help="ONNX Runtime IO binding (default: on GPU)")
     p.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs")
     p.add_argument("--half", action="store_true", help="checkpoints: float16 PyTorch (CUDA)")

@@ -31,8 +31,10 @@ class RuntimeOptions:
 
     providers: ONNX Runtime execution providers in order of preference (default: TensorRT, CUDA, CPU
         where present for a ``cuda`` device, CPU for ``cpu``). intra_op_threads / inter_op_threads:
-        ONNX Runtime thread pools (None: its defaults, one thread per core). io_binding: bind inputs and
-        outputs so each is copied once between host and GPU (None: on when a GPU provider runs).
+        ONNX Runtime thread pools (None: its defaults, one thread per core); intra_op_threads is also
+        OpenVINO's thread count and PyTorch's (``torch.set_num_threads``: for the whole process).
+        io_binding: bind inputs and outputs so each is copied once between host and GPU (None: on when a
+        GPU provider runs).
         cuda_graphs: TensorRT, capture one CUDA graph per batch size and replay it. split_batches:
         TensorRT, split a batch larger than the engine's profile and pad one smaller than its minimum
         (False: such a batch is an error naming the profile). half: PyTorch checkpoints, run the

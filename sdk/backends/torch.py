@@ -28,6 +28,8 @@ class TorchBackend(ClosingBackend):
         from ..model.checkpoint import load_checkpoint_with_meta
 
         half = options is not None and options.half
+        if options is not None and options.intra_op_threads:
+            torch.set_num_threads(options.intra_op_threads)  # torch's pool is per process
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(path, self.device)

@@ -65,10 +65,6 @@ class LabelWorker:
         from ..detector import Detector
 
         s = settings if isinstance(settings, LabelSettings) else LabelSettings(**settings)
-        if s.threads and (s.backend == "torch" or s.weights.endswith((".pt", ".pth"))):
-            import torch  # the checkpoint path runs on torch's pool, which is per process
-
-            torch.set_num_threads(s.threads)
         classes = [list(t) for t in s.class_texts] if s.class_texts else None
         self.settings = s
         self.detector = Detector(s.weights, classes=classes, device=s.device, imgsz=s.imgsz, conf=s.conf,
