@@ -71,9 +71,13 @@ OV_FP32_RANDOM_REL = 2e-3
 # OpenVINO bfloat16 (8 significant bits) vs its float32 on the fine-tuned fixture: detections within
 # 0.01 in score and 1 px (measured: 0.005 at most).
 OV_BF16_SCORE_ATOL, OV_BF16_BOX_ATOL = 0.01, 1.0
-# The int8 (Q/DQ) export vs float32, fine-tuned fixture calibrated on its 4 validation images: within 0.1
-# in score and 3 px (measured: 0.07 at most; a tiny model quantized on 4 images moves its scores most).
-OV_INT8_SCORE_ATOL, OV_INT8_BOX_ATOL = 0.1, 3.0
+# The int8 (Q/DQ) export vs float32, fine-tuned fixture calibrated on its 4 validation images, judged by
+# what quantization must keep: accuracy on the labelled validation images. Single scores move by up to
+# 0.15 (a tiny model quantized on 4 images; how much depends on the fixture's training, which differs
+# with the CPU's kernels and OpenCV's augmentation), while mAP50:95 / mAP50 stayed within 0.03 on every
+# fixture measured (0.752 -> 0.728, 0.685 -> 0.665). Broken int8 kernels (OpenVINO under AVX2) fell
+# from 0.93 to 0.23.
+OV_INT8_AP_DROP = 0.1
 
 
 def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> float:
