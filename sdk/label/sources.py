@@ -8,7 +8,6 @@ labeled again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Literal
 
 from ..errors import YoloWorldError
 from ..images import IMAGE_SUFFIXES
+from ..manifest import file_sha256
 
 KeyMode = Literal["stat", "hash"]
 MANIFEST_SUFFIXES = {".txt", ".parquet"}
@@ -88,11 +88,7 @@ def _read_manifest(path: Path) -> list[str]:
 def content_key(path: str, mode: KeyMode = "stat") -> str:
     """``"<size>-<mtime_ns>"`` or ``"sha256:<hex>"`` of the file's bytes."""
     if mode == "hash":
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return f"sha256:{h.hexdigest()}"
+        return f"sha256:{file_sha256(path)}"
     st = os.stat(path)
     return f"{st.st_size}-{st.st_mtime_ns}"
 
