@@ -121,9 +121,7 @@ class Detector:
                  max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
                  pad_prompt: bool = False, runtime: RuntimeOptions | None = None, backend: BackendName | None = None,
                  rect: bool | None = None) -> None:
-        if imgsz <= 0 or imgsz % 32:
-            raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
-        _check_thresholds(conf, iou, max_det)
+        check_detector_settings(imgsz, conf, iou, max_det)
         self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
         self.agnostic = agnostic
         self.backend = open_backend(weights, device, runtime, backend)
@@ -339,6 +337,13 @@ def _groups(keys: list) -> list[list[int]]:
     for i, key in enumerate(keys):
         out.setdefault(key, []).append(i)
     return list(out.values())
+
+
+def check_detector_settings(imgsz: int, conf: float, iou: float, max_det: int) -> None:
+    """``ValueError`` naming the first of ``Detector``'s size and threshold settings out of range."""
+    if imgsz <= 0 or imgsz % 32:
+        raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
+    _check_thresholds(conf, iou, max_det)
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:

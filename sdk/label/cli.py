@@ -81,8 +81,6 @@ def run_label(args: argparse.Namespace) -> dict:
     from .run import LabelJob, label_collection
     from .worker import LabelSettings
 
-    if args.imgsz <= 0 or args.imgsz % 32:
-        raise ValueError(f"--imgsz must be a positive multiple of 32, got {args.imgsz}")
     if not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     classes = Vocabulary.from_any(args.classes).prompts if args.classes else None

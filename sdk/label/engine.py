@@ -31,15 +31,12 @@ class LabelStalled(YoloWorldError):
 def in_process_batches(todo: list[SourceImage], settings: LabelSettings, chunk: int | None = None
                        ) -> Iterator[Records]:
     """Label ``todo`` with one worker here, ``chunk`` images per call (default: the batch size)."""
-    import json
-
     worker = LabelWorker(settings)
     step = chunk or settings.batch_size
     try:
         for start in range(0, len(todo), step):
             part = todo[start:start + step]
-            out = worker({"path": [s.path for s in part], "key": [s.key for s in part]})
-            yield [json.loads(r) for r in out["record"]]
+            yield worker.label([s.path for s in part], [s.key for s in part])
     finally:
         worker.close()
 

@@ -43,6 +43,12 @@ class LabelSettings:
     batch_size: int = 8
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        from ..detector import check_detector_settings
+
+        # here, on the driver: on Ray the Detector is only built inside the actors
+        check_detector_settings(self.imgsz, self.conf, self.iou, self.max_det)
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change what a result holds (not how fast it is made): results made under a
         different fingerprint are not mixed into one label set."""
@@ -57,8 +63,8 @@ class LabelSettings:
 
 class LabelWorker:
     """Loads the model once; each call labels one batch. ``batch``: ``{"path": (N,) str, "key": (N,) str}``
-    (a Ray Data numpy batch or plain lists) -> ``{"record": (N,) str}``, one JSON record per image, in order.
-    An unreadable image gets an error record; it never fails the batch."""
+    (a Ray Data numpy batch) -> ``{"record": (N,) str}``, one JSON record per image, in order (JSON: a
+    fixed column type for Ray's blocks). An unreadable image gets an error record; it never fails the batch."""
 
     def __init__(self, settings: LabelSettings | dict) -> None:
         from ..backends.base import RuntimeOptions
@@ -75,11 +81,13 @@ class LabelWorker:
                                      precision=s.precision, half=s.half, intra_op_threads=s.threads))  # type: ignore[arg-type]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        paths = [str(p) for p in batch["path"]]
-        keys = [str(k) for k in batch["key"]]
+        records = self.label([str(p) for p in batch["path"]], [str(k) for k in batch["key"]])
+        return {"record": np.asarray([json.dumps(r) for r in records], dtype=object)}
+
+    def label(self, paths: list[str], keys: list[str]) -> list[dict[str, Any]]:
+        """One result record per image, in order (what :meth:`__call__` sends back as JSON strings)."""
         results = self.detector.predict(paths, batch_size=self.settings.batch_size, skip_bad=True)
-        records = [json.dumps(to_record(p, k, r)) for p, k, r in zip(paths, keys, results, strict=True)]
-        return {"record": np.asarray(records, dtype=object)}
+        return [to_record(p, k, r) for p, k, r in zip(paths, keys, results, strict=True)]
 
     def close(self) -> None:
         self.detector.backend.close()

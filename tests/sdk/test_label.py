@@ -196,6 +196,8 @@ def test_cli_errors_name_what_is_wrong(label_collection_fixture, tmp_path, capsy
     assert "'person=high'" in capsys.readouterr().err
     assert label_main([str(fx.photos), *base, "--classes", "cat,dog"]) == 2  # a folded export's vocabulary is fixed
     assert "--classes ['cat', 'dog'] needs another export" in capsys.readouterr().err
+    assert label_main([str(fx.photos), *base, "--imgsz", "100"]) == 2  # checked on the driver, before any work
+    assert "imgsz must be a positive multiple of 32, got 100" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing made before the inputs were checked
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# two images\n{fx.good[0]}\n\n{fx.good[1]}\nnope.jpg\n")
