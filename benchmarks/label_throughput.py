@@ -12,7 +12,7 @@ N_large images (T from process work start to the last result), so start-up (mode
 actors) cancels out; it is reported apart as ``startup_s``. Overhead = 1 - Ray 1 actor's images/s /
 in-process's, at the same thread count.
 
-    python benchmarks/label_throughput.py [--images 160] [--repeats 3]
+    python benchmarks/label_throughput.py [--images 400] [--small 40] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ def main() -> None:
         worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=160)
+    p.add_argument("--images", type=int, default=400)
     p.add_argument("--small", type=int, default=40, help="images of the short run (start-up cancels out)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_throughput.json")
     p.add_argument("--replot", action="store_true", help="redraw the plot of an existing --out")
     args = p.parse_args()

@@ -82,7 +82,7 @@ def bench_model(detector: Detector, files: list[str], batch: int, warmup: int, r
     images += images[:1] * (batch - len(images))  # fewer files than the batch: repeat one
     x, _ = preprocess(images, detector.imgsz, rect=detector.rect)
     # at least two warm-up passes: OpenVINO compiles a static model for a shape on its second use
-    warmup = max(warmup, 2 if detector.backend.name == "openvino" else warmup)
+    warmup = max(warmup, 2) if detector.backend.name == "openvino" else warmup
     model = stats_ms(timed(lambda: detector.backend.infer(x), warmup, repeats))
     walls, stages = [], {k: [] for k in STAGES}
 
