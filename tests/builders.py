@@ -38,3 +38,12 @@ def make_official_state_dict(size: str = "tiny", variant: str = "v2", seed: int 
         calibrate_random_model(model, torch.from_numpy(batch), text)
         sd = dict(to_official_state_dict(model))
     return sd
+
+
+def free_port() -> int:
+    """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -56,7 +56,7 @@ def save_training_checkpoint(path: Path, raw_model: YoloWorld, ema: ModelEMA | N
             "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "prompts": embedder.prompts.detach().cpu() if embedder.prompts is not None else None,
-            "state": {k: v for k, v in asdict(state).items() if k != "stop_requested"},
+            "state": {k: v for k, v in asdict(state).items() if k not in ("stop_requested", "stopping")},
             "rng": rng_state(),
         }
     return save_checkpoint(deploy, path, **extra)

@@ -70,6 +70,7 @@ class TrainConfig:
     sync_bn: bool = False
     val_interval: int = 5
     seed: int = 0
+    dist_timeout: float = 1800.0  # seconds a multi-process collective waits for the slowest process, then fails
     output: str = "runs/finetune"
     resume: bool = False  # continue from OUTPUT/last.pt
     max_steps_per_epoch: int = 0  # >0 truncates epochs (smoke tests)

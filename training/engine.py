@@ -18,6 +18,7 @@ from sdk.evaluation import coco_evaluate
 from sdk.model import STRIDES, YoloWorld
 from sdk.postprocess import decode_head_outputs, postprocess_image
 
+from . import distributed as D
 from .config import AmpMode
 from .distributed import gather_objects, is_main_process, reduce_mean
 from .ema import ModelEMA
@@ -79,7 +80,8 @@ class LoopState:
     global_step: int = 0  # optimiser steps so far
     step_in_epoch: int = 0  # optimiser steps done in the current epoch
     best_map: float = -1.0
-    stop_requested: bool = False
+    stop_requested: bool = False  # this process was asked to stop (a signal, the time box)
+    stopping: bool = False  # every rank agreed to stop after the current step (set by train_one_epoch)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -126,6 +128,7 @@ def train_one_epoch(ctx: EpochContext, state: LoopState) -> dict[str, float]:
     bar = tqdm(total=ctx.steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
                disable=not is_main_process(), leave=False, dynamic_ncols=True)
     for batch in ctx.loader:
+        D.at(f"training epoch {state.epoch + 1}, step {state.step_in_epoch + 1}")
         sync = (micro + 1) % ctx.accumulate == 0
         parts = _backward(ctx, batch, state, sync)
         micro += 1
@@ -140,7 +143,9 @@ def train_one_epoch(ctx: EpochContext, state: LoopState) -> dict[str, float]:
                         img_s=f"{seen / (time.perf_counter() - t0):.1f}")
         if ctx.on_step is not None:
             ctx.on_step()
-        if state.stop_requested or state.step_in_epoch >= ctx.steps:
+        # one rank may have been signalled a step before another: stop together, at the same step
+        state.stopping = D.any_rank(state.stop_requested, device=ctx.device)[0]
+        if state.stopping or state.step_in_epoch >= ctx.steps:
             break
     bar.close()
     out = reduce_mean({k: v / max(micro, 1) for k, v in sums.items()}, ctx.device)
@@ -159,9 +164,11 @@ def _backward(ctx: EpochContext, batch: dict, state: LoopState, sync: bool) -> d
             out = ctx.model(images, texts)
         loss, parts = ctx.loss_fn(out, batch["labels"].to(device), batch["boxes"].to(device),
                                   batch["box_mask"].to(device), batch["text_mask"].to(device))
-        if not torch.isfinite(loss):
+        here = not bool(torch.isfinite(loss))
+        if D.any_rank(here, device=device)[0]:  # all ranks stop before the backward, or DDP's sync would hang
             raise NonFiniteLossError(f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch}: "
-                                     + ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()))
+                                     + (", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()) if here
+                                        else f"on another rank than rank {D.rank()}"))
         ctx.scaler.scale(loss).backward()
     return parts
 
@@ -169,6 +176,8 @@ def _backward(ctx: EpochContext, batch: dict, state: LoopState, sync: bool) -> d
 def _optimizer_step(ctx: EpochContext, state: LoopState) -> float:
     """lr for this step, gradient clipping, the step, EMA; returns the lr."""
     lr = ctx.schedule.apply(ctx.optimizer, state.global_step, state.epoch)
+    if ctx.embedder.prompts is not None:  # prompt tuning: no DDP around the model, so sync these here
+        D.average_gradients([ctx.embedder.prompts])
     ctx.scaler.unscale_(ctx.optimizer)
     if ctx.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for g in ctx.optimizer.param_groups for p in g["params"]], ctx.grad_clip)

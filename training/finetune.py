@@ -57,14 +57,32 @@ def main(argv: list[str] | None = None) -> int:
     demo = len(argv) == 0 or (args.data is None and args.weights is None and args.config is None)
     try:
         return run(resolve(args, demo=demo), demo)
+    except D.RankError as e:  # another rank's failure: rank 0 says which; the failing rank said why
+        _report(f"error: {e}", only_main=True)
+        return 2
     except (YoloWorldError, ValueError, OSError) as e:
-        print(f"training.finetune: error: {e}", file=sys.stderr)
+        _report(f"error: {e}")
         return 2
     except NonFiniteLossError as e:
-        print(f"training.finetune: stopped: {e}\n  the last good checkpoint is untouched", file=sys.stderr)
+        _report(f"stopped: {e}\n  the last good checkpoint is untouched", only_main=True)
         return 3
+    except RuntimeError as e:
+        failure = D.describe_failure(e)  # a collective that timed out or lost its peer: say where, not a stack
+        if failure is None:
+            raise
+        _report(f"error: {failure}")
+        return 4
     finally:
         D.cleanup()
+
+
+def _report(message: str, only_main: bool = False) -> None:
+    """An error line on stderr; in a multi-process run prefixed with the rank, or from rank 0 alone."""
+    if D.is_distributed() and not D.is_main_process():
+        if only_main:
+            return
+        message = f"[rank {D.rank()}] {message}"
+    print(f"training.finetune: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -89,10 +107,7 @@ def run(cfg: TrainConfig, demo: bool = False) -> int:
     r = build_run(cfg)
     state = LoopState()
     if r.cfg.resume:
-        if not (r.out / "last.pt").exists():
-            raise FileNotFoundError(f"--resume: {r.out / 'last.pt'} does not exist")
-        e = r.epoch
-        load_training_checkpoint(r.out / "last.pt", e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state)
+        resume(r, state)
     announce(r, state)
     t_start = time.perf_counter()
     with stop_on_signals(state, r.main_proc):
@@ -100,11 +115,11 @@ def run(cfg: TrainConfig, demo: bool = False) -> int:
             start_epoch(r, state)
             t0 = time.perf_counter()
             metrics = train_one_epoch(r.epoch, state)
-            if state.stop_requested:
+            # agreed by every rank at the same step (a signal may reach them apart); a stop at an epoch's last
+            # step first ends the epoch (validation, log), so a resumed run never logs an empty epoch
+            if state.stopping and state.step_in_epoch < r.plan.steps_per_epoch:
                 save(r, state, r.out / "last.pt")
-                if r.main_proc:
-                    print(f"stopped in epoch {state.epoch + 1} after step {state.step_in_epoch}; saved "
-                          f"{r.out / 'last.pt'}; continue with --resume --output {r.out}")
+                stopped(r, f"in epoch {state.epoch + 1} after step {state.step_in_epoch}")
                 return 130
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
             row: dict[str, Any] = {"epoch": state.epoch, **{f"loss_{k}": metrics[k] for k in ("cls", "box", "dfl")},
@@ -118,10 +133,18 @@ def run(cfg: TrainConfig, demo: bool = False) -> int:
             if r.main_proc:
                 write_log(r.out, state.history)
                 print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            if state.stopping and state.epoch < r.cfg.epochs:
+                stopped(r, f"after epoch {state.epoch}")
+                return 130
     if r.main_proc:
         plot_curves(r.out, state.history)
         summary(r.out, state, time.perf_counter() - t_start, demo)
     return 0
+
+
+def stopped(r: Run, where: str) -> None:
+    if r.main_proc:
+        print(f"stopped {where}; saved {r.out / 'last.pt'}; continue with --resume --output {r.out}")
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -129,26 +152,28 @@ def build_run(cfg: TrainConfig) -> Run:
     """Data and starting weights first (validated before anything is trained or written), then the one
     resolution of the configuration, then model, loaders and optimiser."""
     device_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world, local = D.init_distributed(device_name)
+    rank, world, local = D.init_distributed(device_name, cfg.dist_timeout)
     device = torch.device(f"cuda:{local}" if device_name.startswith("cuda") and world > 1 else device_name)
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
     out = Path(cfg.output)
-    if rank == 0:
-        check_can_create(out)  # before any work; the folder itself is made when training starts
+    D.at("checking the output folder and the data")
+    D.on_main(lambda: check_can_create(out))  # before any work; the folder itself is made when training starts
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    data, train_set, val_set = load_data(cfg, out, rank == 0)
-    model, pretrained = load_model(cfg)
-    facts = RunFacts(len(train_set), len(data.class_texts), cfg.mask_refine and _has_polygons(train_set),
-                     preset_name(model.config) or cfg.model or "s", pretrained, world)
-    cfg, plan, warnings = resolve_config(cfg, facts)
+    path = data_path(cfg, out)
+    with D.together("reading the data, the weights and the schedule"):  # no rank goes on alone after an error
+        data, train_set, val_set = load_data(cfg, path)
+        model, pretrained = load_model(cfg)
+        facts = RunFacts(len(train_set), len(data.class_texts), cfg.mask_refine and _has_polygons(train_set),
+                         preset_name(model.config) or cfg.model or "s", pretrained, world)
+        cfg, plan, warnings = resolve_config(cfg, facts)
+        if plan.steps_per_epoch < 1:
+            raise ValueError(f"the training set ({len(train_set)} images) gives fewer batches of {cfg.batch_size} "
+                             f"per process than one optimiser step needs ({plan.accumulate})")
     if rank == 0:
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
-    if plan.steps_per_epoch < 1:
-        raise ValueError(f"the training set ({len(train_set)} images) gives fewer batches of {cfg.batch_size} per "
-                         f"process than one optimiser step needs ({plan.accumulate})")
     ddp_model, raw_model, embedder = prepare_model(model, cfg, pretrained, data.class_texts, train_set, device,
                                                    world, local)
     train_ds, sampler, loader, val = build_loaders(cfg, train_set, val_set, rank, world, device)
@@ -166,16 +191,19 @@ def build_run(cfg: TrainConfig) -> Run:
                train_ds, sampler, val, epoch)
 
 
-def load_data(cfg: TrainConfig, out: Path, main_proc: bool
-              ) -> tuple[DataConfig, AnyDataset, DetectionDataset | None]:
-    """``--data`` (any layout ``training.data.read_data`` takes) or the generated demo set."""
+def data_path(cfg: TrainConfig, out: Path) -> Path:
+    """``--data``, or the demo set, generated once by rank 0 (the other ranks wait for it)."""
     from .synthetic import make_shapes_dataset
 
-    path = Path(cfg.data) if cfg.data else out / "data" / "data.yaml"
-    if cfg.data is None:
-        if main_proc and not path.exists():
-            make_shapes_dataset(path.parent)
-        D.barrier()
+    if cfg.data:
+        return Path(cfg.data)
+    path = out / "data" / "data.yaml"
+    D.on_main(lambda: None if path.exists() else make_shapes_dataset(path.parent))
+    return path
+
+
+def load_data(cfg: TrainConfig, path: Path) -> tuple[DataConfig, AnyDataset, DetectionDataset | None]:
+    """Any layout ``training.data.read_data`` takes: the data configuration, the training and validation sets."""
     data = read_data(path, cfg.class_texts)
     train_set = data.build_train(filter_empty_gt=cfg.filter_empty_gt, min_size=cfg.min_size)
     return data, train_set, data.build_val() if data.val else None
@@ -266,14 +294,20 @@ def build_loaders(cfg: TrainConfig, train_set: AnyDataset, val_set: DetectionDat
     # set_epoch/close_mosaic reach persistent workers through shared memory (training/transforms.py)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate, drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.workers > 0)
+                        persistent_workers=cfg.workers > 0, worker_init_fn=leave_interrupts_to_trainer)
     if val_set is None:
         return train_ds, sampler, loader, None
     val_ds = ValDataset(val_set, cfg.imgsz)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             sampler=ResumableSampler(len(val_ds), False, rank=rank, world_size=world, pad=False),
-                            collate_fn=val_collate)
+                            collate_fn=val_collate, worker_init_fn=leave_interrupts_to_trainer)
     return train_ds, sampler, loader, (val_loader, val_set)
+
+
+def leave_interrupts_to_trainer(_worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C: the terminal sends it to them too, and a worker that died of it would
+    fail the next batch before the training process could save and stop (it ends them itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- the loop's steps --------------------------------------------------------------------------------
@@ -327,32 +361,47 @@ def start_epoch(r: Run, state: LoopState) -> None:
         r.epoch.on_step = check_time_box
 
 
+def resume(r: Run, state: LoopState) -> None:
+    """Every rank restores ``OUTPUT/last.pt`` (weights, EMA, optimiser, step, RNG); if one cannot, all stop."""
+    path, e = r.out / "last.pt", r.epoch
+    D.at(f"resuming from {path}")
+    with D.together(f"reading {path}"):
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: {path} does not exist" + (
+                " on this node (every process reads it: a multi-node run needs --output on a file system all "
+                "nodes share)" if D.is_distributed() else ""))
+        load_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state)
+
+
 def validate(r: Run, state: LoopState, row: dict[str, Any]) -> bool:
     """COCO mAP of the EMA weights every ``val_interval`` epochs and every epoch once mosaic is closed;
-    adds mAP/mAP50 to ``row``; True when the best so far."""
+    adds mAP/mAP50 to ``row``; True when the best so far. Every rank predicts its share; rank 0 scores
+    and every rank gets its scores, so all take the same decision (saving best.pt is a collective)."""
     cfg = r.cfg
     if r.val is None or not (state.epoch % cfg.val_interval == 0 or state.epoch > cfg.epochs - cfg.close_mosaic):
         return False
+    D.at(f"validating after epoch {state.epoch}")
     loader, val_set = r.val
     e = r.epoch
     model = e.ema.module if e.ema is not None else e.raw_model
+    D.broadcast_buffers(model)  # BN statistics differ by rank's batches: validate what rank 0 saves
     names = [ps[0] for ps in r.class_texts]  # official validation: first prompt, fixed order
     res = evaluate(model, loader, e.embedder([names])[0].detach(), val_set.categories, r.data.val.ground_truth(),
                    val_set.image_ids, e.device, cfg.amp)
-    if not r.main_proc:
-        return False
-    row.update(mAP=res["AP"], mAP50=res["AP50"])
-    improved = res["AP"] > state.best_map
-    state.best_map = max(state.best_map, res["AP"])
+    ap, ap50 = D.broadcast_object((res["AP"], res["AP50"]) if res is not None else None)
+    row.update(mAP=ap, mAP50=ap50)
+    improved = ap > state.best_map
+    state.best_map = max(state.best_map, ap)
     return improved
 
 
 def save(r: Run, state: LoopState, path: Path, resume: bool = True) -> None:
-    if r.main_proc:
-        e = r.epoch
-        save_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state, r.cfg.to_dict(),
-                                 r.class_texts, r.categories, with_resume_state=resume)
-    D.barrier()
+    """Rank 0 writes the checkpoint (atomically); the others wait, and fail with it if it fails."""
+    e = r.epoch
+    D.at(f"saving {path}")
+    D.on_main(lambda: save_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state,
+                                               r.cfg.to_dict(), r.class_texts, r.categories,
+                                               with_resume_state=resume))
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:

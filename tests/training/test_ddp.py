@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from builders import free_port
 
 pytestmark = pytest.mark.numeric  # float comparisons across kernels: CI reruns these (Makefile)
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A port no one listens on now (a fixed one fails when two test runs share the machine)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(tmp_path: Path, nproc: int) -> dict[str, torch.Tensor]:
