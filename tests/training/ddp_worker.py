@@ -1,6 +1,8 @@
 """Worker for test_ddp.py: gradients of one step on a fixed batch of 4 images, either in one process
 or split over the processes torchrun starts (each gets its share of the batch). Writes rank 0's
-gradients to the path in argv[1]."""
+gradients to the path in argv[1]. With argv[2] == "prompt": the model frozen and outside DDP, only
+shared class embeddings learn (``--mode prompt``), their gradients averaged by
+``training.distributed.average_gradients``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from sdk.model import build_model, get_config
-from training.distributed import cleanup, init_distributed
+from training.distributed import average_gradients, cleanup, init_distributed
 from training.loss import YoloWorldLoss
 
 
@@ -28,8 +30,20 @@ def main() -> None:
     gt_labels = torch.tensor([[0, 3, 0], [1, 2, 0], [4, 4, 0], [2, 0, 0]])
     gt_mask = torch.tensor([[True, True, False]] * 4)
     part = slice(rank * 4 // world, (rank + 1) * 4 // world)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss_fn = YoloWorldLoss(world_size=world)
+    if sys.argv[2:] == ["prompt"]:
+        model.requires_grad_(False)
+        prompts = nn.Parameter(texts[0].clone())  # one row per class, shared by every image
+        n = part.stop - part.start
+        loss, _ = loss_fn(model(images[part], prompts.expand(n, -1, -1)), gt_labels[part], gt_boxes[part],
+                          gt_mask[part])
+        loss.backward()
+        average_gradients([prompts])
+        if rank == 0:
+            torch.save({"prompts": prompts.grad.clone()}, sys.argv[1])
+        cleanup()
+        return
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     loss, _ = loss_fn(net(images[part], texts[part]), gt_labels[part], gt_boxes[part], gt_mask[part])
     loss.backward()
     if rank == 0:
