@@ -250,10 +250,13 @@ def read_ground_truth(ann: str, split: str, images: str | None) -> tuple[dict, s
 
 def data_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yoloworld-data", description="Check a detection dataset (Ultralytics YAML, "
-                                "Pascal VOC folder) and convert it to COCO + class-text JSON for training.")
+                                "Pascal VOC folder) and convert it to COCO + class-text JSON for training. "
+                                "Exits 2 on what cannot be used (missing or corrupt images, bad label lines, "
+                                "misspelt classes); clipped or dropped boxes and a made val split are fixed, "
+                                "counted and named in the summary.")
     p.add_argument("source", help="Ultralytics dataset YAML or Pascal VOC folder")
-    p.add_argument("--out", help="write OUT/annotations/<split>.json, OUT/class_texts.json and OUT/data.yaml "
-                                 "(images stay where they are)")
+    p.add_argument("--out", help="write OUT/annotations/<split>.json (the boxes as fixed), OUT/class_texts.json "
+                                 "and OUT/data.yaml (images stay where they are)")
     p.add_argument("--class-texts", help="class-text JSON to use instead of the class names (one prompt list "
                                          "per class, in class order)")
     return p
@@ -269,7 +272,8 @@ def data_main(argv: list[str] | None = None) -> int:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from .datasets import class_counts, read_dataset
+    """The check (``sdk.datacheck``) and its summary, then the COCO files with ``--out``."""
+    from .datasets import read_dataset
     from .vocabulary import read_class_texts
 
     if args.out:
@@ -279,15 +283,7 @@ def run_data(args: argparse.Namespace) -> int:
     if texts is not None and len(texts) != len(ds.class_names):
         raise YoloWorldError(f"{args.class_texts} lists {len(texts)} classes but {args.source} has "
                              f"{len(ds.class_names)} ({ds.class_names[:10]}...)")
-    print(f"{args.source}: {ds.format}, {len(ds.class_names)} classes")
-    for split, s in ds.splits.items():
-        counts = class_counts(s)
-        crowd = sum(1 for a in s.coco["annotations"] if a.get("iscrowd", 0))
-        print(f"  {split}: {len(s.coco['images'])} images, {sum(b for _, b in counts.values())} boxes"
-              + (f" (+{crowd} difficult/crowd, ignored)" if crowd else "") + f", images in {s.img_dir}")
-        width = max(len(n) for n in counts)
-        for name, (n_img, n_box) in counts.items():
-            print(f"    {name:<{width}}  {n_img:>6} images  {n_box:>7} boxes")
+    print(ds.describe())
     if args.out:
         from .datasets import write_coco
 

@@ -1,22 +1,26 @@
 """Detection datasets in the layouts users already have, read into COCO form (numpy, OpenCV, YAML only).
 
 - **COCO**: an annotation JSON and its image folder (what the rest of the project reads natively).
-- **Ultralytics / YOLO**: a dataset YAML with ``path`` (the root; relative to the YAML's folder,
-  default that folder), ``train`` / ``val`` / ``test`` (each an image folder, searched recursively, a
-  ``.txt`` list of image paths, or a list of those, relative to ``path``) and ``names`` (a list, or a
-  mapping from class index to name). Each image's labels are ``labels/.../<stem>.txt`` beside
+- **Ultralytics / YOLO**: a dataset YAML with ``path`` (the root; relative to the YAML's folder, else to
+  the working directory; default the YAML's folder), ``train`` / ``val`` (or ``validation``) / ``test``
+  (each an image folder, searched recursively, a ``.txt`` list of image paths, or a list of those,
+  relative to ``path``) and ``names`` (a list, or a mapping from class index to name). Roboflow's export
+  (no ``path``, ``train: ../train/images`` beside the YAML): an entry starting with ``../`` that does not
+  exist is looked for without it. Each image's labels are ``labels/.../<stem>.txt`` beside
   ``images/.../`` (the last ``images`` folder of the path becomes ``labels``), one object per line:
   ``class x_center y_center width height`` normalised to [0, 1], or a polygon ``class x1 y1 x2 y2 ...``
   (kept as a COCO ``segmentation``); no label file means no objects.
 - **Pascal VOC**: a folder with ``Annotations/*.xml``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt``
-  (``train``, ``val``, ``trainval``, ``test``; without ``ImageSets`` every annotation is ``train``). Class
-  names come from the XML objects, sorted (VOC's own class order is alphabetical); 1-based pixel boxes
-  become COCO ``[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]``; ``difficult`` objects become
-  ``iscrowd`` (ignored by training and by the COCO evaluation, as VOC ignores them).
+  (``train``, ``val``, ``trainval``, ``test``; without ``ImageSets`` every annotation is listed). Class
+  names come from ``classes.txt`` in the folder (one a line, in label order) when there is one, else
+  from the XML objects, sorted (VOC's own class order is alphabetical); 1-based pixel boxes become COCO
+  ``[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]``; ``difficult`` objects become ``iscrowd``
+  (ignored by training and by the COCO evaluation, as VOC ignores them).
 
-Class ``k`` (label order) has COCO category id ``k + 1``. Problems are :class:`DataError`\\s naming the
-file and line (or XML element) and what was expected; boxes reaching outside their image are left to
-the COCO reader, which clips and counts them.
+Class ``k`` (label order) has COCO category id ``k + 1``. Every dataset goes through ``sdk.datacheck``
+(its docstring has the rule): what cannot be used is a :class:`DataError` naming the file and line (or
+XML element); boxes reaching outside their image are clipped, boxes without area inside it dropped, a
+missing val split made, each counted in :attr:`Dataset.report`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +37,31 @@ from typing import Any, Literal
 
 import cv2
 
-from .errors import YoloWorldError
+from .datacheck import (
+    VAL_EVERY,
+    DataError,
+    DataReport,
+    Finding,
+    check_images,
+    display_path,
+    fix_boxes,
+    format_summary,
+    hold_out,
+    likely_typos,
+    listing,
+    summarize_coco,
+)
 from .images import IMAGE_SUFFIXES
 
 Format = Literal["coco", "yolo", "voc"]
 SPLITS = ("train", "val", "test")
 
 
-class DataError(YoloWorldError):
-    """A dataset, annotation file or data YAML that cannot be used; the message names it."""
-
-
 @dataclass(frozen=True)
 class Split:
     """One split in COCO form: ``coco`` has ``images`` (``file_name`` relative to ``img_dir``),
-    ``annotations`` (``bbox`` [x, y, w, h] pixels) and ``categories`` (ids 1..N in label order)."""
+    ``annotations`` (``bbox`` [x, y, w, h] pixels, inside the image) and ``categories`` (ids 1..N in
+    label order)."""
 
     coco: dict[str, Any]
     img_dir: Path
@@ -55,20 +70,30 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset read from any supported layout."""
+    """A dataset read from any supported layout, with what the check fixed (``report``)."""
 
     format: Format
     class_names: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+    report: DataReport = field(default_factory=DataReport)
+    source: str = ""  # the YAML or folder, for the summary's title
 
     def class_texts(self) -> list[list[str]]:
         """One prompt list per class: its name."""
         return [[n] for n in self.class_names]
 
+    def describe(self) -> str:
+        """The summary table (``sdk.datacheck.format_summary``): per split and class, and every fix."""
+        title = f"{self.source}: {self.format}, {len(self.class_names)} classes"
+        table = format_summary(title, {s: summarize_coco(v.coco) for s, v in self.splits.items()}, self.report)
+        return table + "\n  images in: " + "; ".join(f"{s} {v.img_dir}" for s, v in self.splits.items())
+
 
 def detect_format(path: str | os.PathLike) -> Format:
-    """``voc`` for a folder with ``Annotations/``, ``yolo`` for a YAML with ``names``, ``coco`` for a
-    data YAML of annotation files or a COCO JSON."""
+    """``voc`` for a folder with ``Annotations/``; ``coco`` for a COCO JSON or this project's data YAML
+    (``train`` holds mappings with ``ann_file``); ``yolo`` for an Ultralytics dataset YAML. A YAML that
+    is Ultralytics-like (``path`` / ``train`` / ``val`` image folders) but has no ``names`` is a
+    :class:`DataError` saying so."""
     path = Path(path)
     if path.is_dir():
         if (path / "Annotations").is_dir():
@@ -78,7 +103,23 @@ def detect_format(path: str | os.PathLike) -> Format:
     if path.suffix.lower() == ".json":
         return "coco"
     data = _read_yaml(path)
-    return "yolo" if isinstance(data, dict) and "names" in data else "coco"
+    if not isinstance(data, dict) or _is_coco_yaml(data):
+        return "coco"  # training.data.read_data_yaml says what is wrong with it
+    if "names" in data:
+        return "yolo"
+    if "nc" in data or any(isinstance(data.get(k), (str, list)) for k in ("path", "train", "val", "test")):
+        raise DataError(f"{path.name}: no 'names': an Ultralytics dataset YAML (path, train and val image "
+                        f"folders) needs names, a list of class names (names: [cat, dog]) or a mapping index "
+                        f"-> name (names: {{0: cat, 1: dog}}); YOLO-World's prompts are the class names, so "
+                        f"nc alone is not enough. (This project's COCO data YAML has train: {{ann_file: ..., "
+                        f"img_dir: ...}} entries instead.)")
+    return "coco"
+
+
+def _is_coco_yaml(data: dict[str, Any]) -> bool:
+    train = data.get("train")
+    entries = train if isinstance(train, list) else [train, data.get("val")]
+    return "class_text_path" in data or any(isinstance(e, dict) for e in entries)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -116,17 +157,49 @@ def read_yolo(yaml_path: str | os.PathLike) -> Dataset:
     names = _yolo_names(data.get("names"), src)
     if "nc" in data and data["nc"] != len(names):
         raise DataError(f"{src}: nc is {data['nc']!r} but names lists {len(names)} classes")
-    root = Path(os.path.abspath(yaml_path.parent / Path(str(data.get("path") or ".")).expanduser()))
-    if not root.is_dir():
-        raise DataError(f"{src}: path {str(data.get('path'))!r} is not a folder ({root})")
+    root = _yolo_root(data.get("path"), yaml_path, src)
     if not data.get("train"):
         raise DataError(f"{src}: the 'train' key is missing or empty")
-    splits = {}
+    report = DataReport()
+    lists = {}
     for split in SPLITS:
-        if data.get(split):
-            images = _yolo_images(data[split], root, f"{src}: {split}")
-            splits[split] = _yolo_split(images, names, f"{src} ({split})")
-    return Dataset("yolo", names, splits)
+        entry = data.get(split) or (data.get("validation") if split == "val" else None)
+        if not entry:
+            continue
+        if split == "test" and not all(_resolve(e, root).exists() for e in _as_list(entry)):
+            report.add(Finding("ignored", "test", src, f"test: {entry!r} does not exist under {root}; ignored "
+                                                       f"(only train and val are used)"))
+            continue
+        lists[split] = _yolo_images(entry, root, f"{src}: {split}")
+    if "val" not in lists:
+        lists = _made_val(lists, report, src, "the YAML has no val")
+    splits = {split: _yolo_split(images, names, root, f"{src} ({split})", split, report)
+              for split, images in lists.items()}
+    return Dataset("yolo", names, splits, report, src)
+
+
+def _made_val(lists: dict[str, list[Any]], report: DataReport, where: str, why: str) -> dict[str, list[Any]]:
+    """``lists`` with a val split made from train (``sdk.datacheck.hold_out``), recorded in ``report``."""
+    train, val = hold_out(lists["train"])
+    if not val:
+        return lists
+    report.add(Finding("split made", "val", where, f"{why}: val is every {VAL_EVERY}th training image "
+                                                    f"({len(val)}), train the other {len(train)}"))
+    return {"train": train, "val": val, **{k: v for k, v in lists.items() if k != "train"}}
+
+
+def _yolo_root(value: Any, yaml_path: Path, src: str) -> Path:
+    """``path`` relative to the YAML's folder, else to the working directory (where Ultralytics' own
+    examples resolve ``path: ../datasets/coco8``); no ``path``: the YAML's folder."""
+    base = Path(os.path.abspath(yaml_path.parent))
+    if not value:
+        return base
+    p = Path(str(value)).expanduser()
+    tried = [p] if p.is_absolute() else [base / p, Path.cwd() / p]
+    for candidate in tried:
+        if candidate.is_dir():
+            return Path(os.path.abspath(candidate))
+    raise DataError(f"{src}: path {str(value)!r} is not a folder (tried {', '.join(map(str, tried))})")
 
 
 def _yolo_names(names: Any, src: str) -> list[str]:
@@ -141,13 +214,26 @@ def _yolo_names(names: Any, src: str) -> list[str]:
     return [n.strip() for n in names]
 
 
+def _as_list(entry: Any) -> list[Any]:
+    return entry if isinstance(entry, list) else [entry]
+
+
+def _resolve(entry: Any, root: Path) -> Path:
+    """An entry's path under ``root``. Roboflow writes ``train: ../train/images`` into a YAML that sits
+    in the dataset folder: a ``../`` entry not found from ``root`` is looked for without the ``../``."""
+    p = Path(os.path.abspath(root / Path(str(entry)).expanduser()))
+    if p.exists() or not str(entry).startswith("../"):
+        return p
+    inside = Path(os.path.abspath(root / str(entry)[3:]))
+    return inside if inside.exists() else p
+
+
 def _yolo_images(entry: Any, root: Path, where: str) -> list[Path]:
-    entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []
-    for e in entries:
+    for e in _as_list(entry):
         if not isinstance(e, str):
             raise DataError(f"{where} entry {e!r}: expected an image folder or a .txt list of images")
-        p = Path(os.path.abspath(root / Path(e).expanduser()))
+        p = _resolve(e, root)
         if p.is_dir():
             images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file() and p.suffix.lower() == ".txt":
@@ -170,29 +256,31 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")  # labels beside the images
 
 
-def _yolo_split(images: list[Path], names: list[str], source: str) -> Split:
-    missing = [p for p in images if not p.is_file()]
-    if missing:
-        raise DataError(f"{source}: {len(missing)} image(s) listed do not exist, e.g. {[str(p) for p in missing[:3]]}")
+def _yolo_split(images: list[Path], names: list[str], root: Path, source: str, split: str,
+                report: DataReport) -> Split:
+    check_images(images, source, root)  # before decoding: a cut JPEG must not reach libjpeg's nameless warning
     img_dir = Path(os.path.commonpath([str(p.parent) for p in images]))
     coco: dict[str, Any] = {"images": [], "annotations": [], "categories": _categories(names)}
     for image_id, (path, (h, w)) in enumerate(zip(images, _sizes(images), strict=True), start=1):
         coco["images"].append({"id": image_id, "file_name": path.relative_to(img_dir).as_posix(), "height": h,
                                "width": w})
-        for ann in _yolo_labels(label_path(path), len(names), w, h):
+        label = label_path(path)
+        anns, origins = _yolo_labels(label, display_path(label, root), len(names), w, h)
+        for ann in fix_boxes(anns, origins, (w, h), report, split):
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id, **ann})
     return Split(coco, img_dir, source)
 
 
-def _yolo_labels(path: Path, nc: int, w: int, h: int) -> list[dict[str, Any]]:
+def _yolo_labels(path: Path, name: str, nc: int, w: int, h: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """(COCO annotations in pixels, unclipped; ``name line N`` of each)."""
     if not path.is_file():
-        return []  # a background image
-    out = []
+        return [], []  # a background image
+    out, origins = [], []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
-        where = f"{path} line {n}"
+        where = f"{name} line {n}"
         try:
             values = [float(v) for v in fields]
         except ValueError:
@@ -206,8 +294,8 @@ def _yolo_labels(path: Path, nc: int, w: int, h: int) -> list[dict[str, Any]]:
             raise DataError(f"{where}: class {fields[0]!r} is not one of the {nc} class indices 0..{nc - 1}")
         if len(values) == 5:
             cx, cy, bw, bh = values[1:]
-            if bw <= 0 or bh <= 0:
-                raise DataError(f"{where}: width {bw} and height {bh} must be positive")
+            if bw < 0 or bh < 0:  # zero is an empty box (dropped); negative is not a box at all
+                raise DataError(f"{where}: width {bw} and height {bh} must not be negative")
             out.append({"category_id": int(cls) + 1, "bbox": [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h],
                         "area": bw * w * bh * h, "iscrowd": 0})
         else:
@@ -216,7 +304,8 @@ def _yolo_labels(path: Path, nc: int, w: int, h: int) -> list[dict[str, Any]]:
             poly = [c for xy in zip(xs, ys, strict=True) for c in xy]
             out.append({"category_id": int(cls) + 1, "bbox": [x0, y0, max(xs) - x0, max(ys) - y0],
                         "segmentation": [poly], "area": (max(xs) - x0) * (max(ys) - y0), "iscrowd": 0})
-    return out
+        origins.append(where)
+    return out, origins
 
 
 def _categories(names: list[str]) -> list[dict[str, Any]]:
@@ -232,6 +321,18 @@ def read_voc(root: str | os.PathLike) -> Dataset:
         raise DataError(f"{root}: no Annotations/ folder; expected a Pascal VOC folder")
     if not img_dir.is_dir():
         raise DataError(f"{root}: no JPEGImages/ folder; expected a Pascal VOC folder")
+    report = DataReport()
+    ids = _voc_ids(root, ann_dir, report)
+    parsed = {split: [_voc_xml(ann_dir / f"{i}.xml") for i in items] for split, items in ids.items()}
+    names = _voc_names(root, parsed)
+    label = {n: k + 1 for k, n in enumerate(names)}
+    splits = {split: _voc_split(records, names, label, img_dir, f"{root.name} ({split})", split, report)
+              for split, records in parsed.items()}
+    return Dataset("voc", names, splits, report, root.name)
+
+
+def _voc_ids(root: Path, ann_dir: Path, report: DataReport) -> dict[str, list[str]]:
+    """Image ids per split from ``ImageSets/Main`` (or every annotation), a val split made if none."""
     sets = root / "ImageSets" / "Main"
     ids: dict[str, list[str]] = {}
     if sets.is_dir():
@@ -239,30 +340,73 @@ def read_voc(root: str | os.PathLike) -> Dataset:
             f = next((sets / n for n in files if (sets / n).is_file()), None)
             if f is not None:
                 ids[split] = [ln.split()[0] for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if "val" in ids and not (sets / "train.txt").is_file():  # trainval.txt holds the val images too
+            val = set(ids["val"])
+            ids["train"] = [i for i in ids.get("train", []) if i not in val]
     else:
         ids["train"] = sorted(p.stem for p in ann_dir.glob("*.xml"))
     if not ids.get("train"):
         raise DataError(f"{root}: no training images (ImageSets/Main/train.txt or trainval.txt, or "
                         f"Annotations/*.xml without ImageSets)")
-    parsed = {split: [_voc_xml(ann_dir / f"{i}.xml") for i in items] for split, items in ids.items()}
-    names = sorted({o["name"] for items in parsed.values() for rec in items for o in rec["objects"]})
-    if not names:
+    if "val" in ids:
+        return ids
+    why = "ImageSets/Main has no val.txt" if sets.is_dir() else "there is no ImageSets/Main"
+    return _made_val(ids, report, f"{root.name}/ImageSets/Main", why)
+
+
+def _voc_names(root: Path, parsed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Class names: ``classes.txt`` (every XML name must be in it) or the XML names, sorted; a name close
+    to a more frequent one is a likely misspelling, a :class:`DataError`."""
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for records in parsed.values():
+        for rec in records:
+            for k, o in enumerate(rec["objects"]):
+                counts[o["name"]] += 1
+                first.setdefault(o["name"], f"{rec['xml']} object[{k}]")
+    listed = root / "classes.txt"
+    if listed.is_file():
+        names = [ln.strip() for ln in listed.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        unknown = [n for n in counts if n not in names]
+        if unknown:
+            raise DataError(f"{root.name}: {len(unknown)} class name(s) of the XML are not in classes.txt: "
+                            + listing([f"{n!r} ({first[n]}{_near(n, names)})" for n in unknown]))
+        return names
+    if not counts:
         raise DataError(f"{root}: no <object> in any annotation")
-    label = {n: k + 1 for k, n in enumerate(names)}
-    splits = {}
-    for split, records in parsed.items():
-        coco: dict[str, Any] = {"images": [], "annotations": [], "categories": _categories(names)}
-        for image_id, rec in enumerate(records, start=1):
-            coco["images"].append({"id": image_id, "file_name": rec["file_name"], "height": rec["height"],
-                                   "width": rec["width"]})
-            for o in rec["objects"]:
-                x1, y1, x2, y2 = o["box"]
-                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                            "category_id": label[o["name"]],
-                                            "bbox": [x1 - 1, y1 - 1, x2 - x1 + 1, y2 - y1 + 1],
-                                            "area": (x2 - x1 + 1) * (y2 - y1 + 1), "iscrowd": int(o["difficult"])})
-        splits[split] = Split(coco, img_dir, f"{root.name} ({split})")
-    return Dataset("voc", names, splits)
+    typos = likely_typos(counts)
+    if typos:
+        found = [f"{n!r} ({counts[n]} object(s), first {first[n]}) looks like a misspelling of {m!r} "
+                 f"({counts[m]} objects)" for n, m in typos.items()]
+        raise DataError(f"{root.name}: {listing(found)}; a misspelt name would train as an extra class. Correct "
+                        f"the <name>, or if these are different classes, list every class in "
+                        f"{root / 'classes.txt'} (one name a line, in label order)")
+    return sorted(counts)
+
+
+def _near(name: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _voc_split(records: list[dict[str, Any]], names: list[str], label: dict[str, int], img_dir: Path,
+               source: str, split: str, report: DataReport) -> Split:
+    check_images([img_dir / r["file_name"] for r in records], source, img_dir, [r["xml"] for r in records])
+    coco: dict[str, Any] = {"images": [], "annotations": [], "categories": _categories(names)}
+    for image_id, rec in enumerate(records, start=1):
+        coco["images"].append({"id": image_id, "file_name": rec["file_name"], "height": rec["height"],
+                               "width": rec["width"]})
+        anns, origins = [], []
+        for k, o in enumerate(rec["objects"]):
+            x1, y1, x2, y2 = o["box"]
+            anns.append({"category_id": label[o["name"]], "bbox": [x1 - 1, y1 - 1, x2 - x1 + 1, y2 - y1 + 1],
+                         "area": (x2 - x1 + 1) * (y2 - y1 + 1), "iscrowd": int(o["difficult"])})
+            origins.append(f"{rec['xml']} object[{k}]")
+        for ann in fix_boxes(anns, origins, (rec["width"], rec["height"]), report, split):
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id, **ann})
+    return Split(coco, img_dir, source)
 
 
 def _voc_xml(path: Path) -> dict[str, Any]:
@@ -307,7 +451,8 @@ def _voc_xml(path: Path) -> dict[str, Any]:
         diff = obj.find("difficult")
         objects.append({"name": text(obj, "name", where), "box": coords,
                         "difficult": diff is not None and (diff.text or "0").strip() == "1"})
-    return {"file_name": text(tree, "filename", ""), "width": w, "height": h, "objects": objects}
+    return {"file_name": text(tree, "filename", ""), "width": w, "height": h, "objects": objects,
+            "xml": f"{path.parent.name}/{path.name}"}
 
 
 # -- any layout ----------------------------------------------------------------------------------------
@@ -318,19 +463,13 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
         return read_yolo(path)
     if fmt == "voc":
         return read_voc(path)
-    raise DataError(f"{path} is COCO; read it with training.data.read_data_yaml or as a COCO JSON")
+    raise DataError(f"{path} is COCO (a COCO JSON, or a data YAML whose train entries have ann_file): training "
+                    f"reads it as it is; this reads Ultralytics dataset YAMLs and Pascal VOC folders")
 
 
 def class_counts(split: Split) -> dict[str, tuple[int, int]]:
     """Class name -> (images, boxes) of ``split`` (crowd/difficult boxes not counted)."""
-    names = {c["id"]: c["name"] for c in split.coco["categories"]}
-    images: dict[int, set[int]] = {cid: set() for cid in names}
-    boxes = dict.fromkeys(names, 0)
-    for a in split.coco["annotations"]:
-        if not a.get("iscrowd", 0):
-            images[a["category_id"]].add(a["image_id"])
-            boxes[a["category_id"]] += 1
-    return {names[cid]: (len(images[cid]), boxes[cid]) for cid in names}
+    return summarize_coco(split.coco).per_class
 
 
 def write_coco(dataset: Dataset, out: str | os.PathLike, class_texts: list[list[str]] | None = None) -> Path:

@@ -5,11 +5,15 @@ per dataset with counts, naming the file, the field and the value:
 
 - not COCO (a required key missing), malformed images/annotations, duplicate ids: :class:`DataError`;
 - ``file_name`` that is absolute or escapes ``img_dir`` with ``..``: :class:`DataError`;
-- image files missing on disk: one :class:`DataError` naming the first few and the total;
+- image files missing on disk, truncated or corrupt (``sdk.datacheck.check_images``): one
+  :class:`DataError` naming the first few and the total;
 - an annotation whose ``category_id`` is not in ``categories``: :class:`DataError`;
 - number of categories != number of class-text entries: :class:`DataError`;
-- boxes reaching outside their image are clipped, boxes of zero/negative size or with non-finite
-  coordinates are dropped, both counted in one ``warnings.warn``;
+- a bbox with non-finite values or a negative width or height: :class:`DataError`;
+- boxes reaching outside their image are clipped, boxes with no area inside it are dropped, images
+  left out by ``filter_empty_gt`` / ``min_size`` skipped: each counted, the first few named by
+  annotation or image id, in the dataset's ``report`` (``sdk.datacheck``: the one rule for every
+  layout), which :func:`describe_data` prints with the per-split table;
 - ``iscrowd=1`` annotations are ignored (COCO convention);
 - ``segmentation`` polygons are kept for the mask-refine augmentations (RLE or none: the box alone);
   a malformed polygon is a :class:`DataError`;
@@ -23,17 +27,18 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import posixpath
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, Union
 
 import numpy as np
 import yaml
 
+from sdk.datacheck import DataReport, Finding, SplitSummary, check_images, clip_xyxy, format_summary
 from sdk.datasets import DataError, detect_format, read_dataset
 from sdk.images import read_image
 from sdk.vocabulary import read_class_texts
@@ -41,7 +46,6 @@ from sdk.vocabulary import read_class_texts
 from .polygons import Instance, parse_segmentation
 
 DatasetType = Literal["detection", "grounding"]
-MAX_LISTED = 5  # how many offending items an error message names
 
 
 @dataclass(frozen=True)
@@ -126,17 +130,20 @@ class _CocoImages:
     _required_keys: tuple[str, ...] = ("images", "annotations")
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, filter_empty_gt: bool,
-                 min_size: int, coco: dict[str, Any] | None = None) -> None:
+                 min_size: int, coco: dict[str, Any] | None = None, split: str = "train") -> None:
         """``coco``: the annotations already in memory (a converted YOLO or VOC split); ``ann_file`` then
-        only names them in messages."""
+        only names them in messages. ``split``: how ``report`` files this set's findings."""
         self.ann_file = Path(ann_file)
         self.img_dir = Path(img_dir)
         self.name = self.ann_file.name
+        self.split = split
+        self.report = DataReport()
+        self.n_crowd = 0  # crowd annotations, ignored
         data = _read_json(self.ann_file, self._required_keys) if coco is None else coco
         self._prepare(data)
         images = self._parse_images(data["images"])
-        img_idx, keys, xywh, segs = self._parse_annotations(data["annotations"], images)
-        boxes, valid = self._clean_boxes(img_idx, xywh, images)
+        img_idx, keys, xywh, segs, ann_ids = self._parse_annotations(data["annotations"], images)
+        boxes, valid = self._clean_boxes(img_idx, xywh, images, ann_ids)
 
         # group the surviving boxes per image, keeping annotation order
         img_idx, boxes = img_idx[valid], boxes[valid]
@@ -149,11 +156,14 @@ class _CocoImages:
         n_empty = n_small = 0
         for j, image in enumerate(images):
             sel = order[starts[j]:starts[j + 1]]
-            if filter_empty_gt and len(sel) == 0:
-                n_empty += 1
-                continue
-            if min(image.height, image.width) < min_size:
-                n_small += 1
+            empty = filter_empty_gt and len(sel) == 0
+            small = not empty and min(image.height, image.width) < min_size
+            if empty or small:
+                n_empty, n_small = n_empty + empty, n_small + small
+                detail = (f"{image.file_name!r} has no boxes (filter_empty_gt)" if empty else
+                          f"{image.file_name!r} is {image.height}x{image.width} (HxW), shorter side under "
+                          f"min_size {min_size}")
+                self.report.add(Finding("skipped", split, f"{self.name} image {image.image_id}", detail))
                 continue
             texts, labels = self._texts_and_labels([keys[k] for k in sel])
             b = boxes[sel]
@@ -211,11 +221,11 @@ class _CocoImages:
         return images
 
     def _parse_annotations(self, raw_anns: list[Any], images: list[_Image]
-                           ) -> tuple[np.ndarray, list[Any], np.ndarray, list[Instance | None]]:
-        """(image index (N,) int64, label keys, xywh (N, 4) float64, polygons) of the non-crowd
-        annotations."""
+                           ) -> tuple[np.ndarray, list[Any], np.ndarray, list[Instance | None], list[Any]]:
+        """(image index (N,) int64, label keys, xywh (N, 4) float64, polygons, annotation ids) of the
+        non-crowd annotations."""
         index = {im.image_id: j for j, im in enumerate(images)}
-        img_idx, keys, xywh, segs = [], [], [], []
+        img_idx, keys, xywh, segs, ids = [], [], [], [], []
         for k, ann in enumerate(raw_anns):
             if not isinstance(ann, dict):
                 raise DataError(f"{self.name}: annotations[{k}] is a {type(ann).__name__}, not an "
@@ -228,12 +238,16 @@ class _CocoImages:
             image = images[index[image_id]]
             key = self._label_key(ann, ann_id, image)  # validated even for crowd annotations
             if ann.get("iscrowd", 0):
+                self.n_crowd += 1
                 continue
             bbox = ann.get("bbox")
             if (not isinstance(bbox, list) or len(bbox) != 4
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
                 raise DataError(f"{self.name}: annotation {ann_id} has bbox {bbox!r}; expected "
                                 f"[x, y, width, height] numbers")
+            if not all(map(math.isfinite, bbox)) or bbox[2] < 0 or bbox[3] < 0:  # zero size: dropped below
+                raise DataError(f"{self.name}: annotation {ann_id} has bbox {bbox!r}; expected finite "
+                                f"[x, y, width, height] with width and height not negative")
             try:
                 segs.append(parse_segmentation(ann.get("segmentation")))
             except ValueError as e:
@@ -241,38 +255,44 @@ class _CocoImages:
             img_idx.append(index[image_id])
             keys.append(key)
             xywh.append(bbox)
+            ids.append(ann_id)
         return (np.asarray(img_idx, np.int64), keys,
-                np.asarray(xywh, np.float64).reshape(-1, 4), segs)
+                np.asarray(xywh, np.float64).reshape(-1, 4), segs, ids)
 
-    def _clean_boxes(self, img_idx: np.ndarray, xywh: np.ndarray, images: list[_Image]
+    def _clean_boxes(self, img_idx: np.ndarray, xywh: np.ndarray, images: list[_Image], ann_ids: list[Any]
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Clip xyxy boxes to their image; (boxes (N, 4) float32, keep mask (N,)); warns once."""
-        hw = np.array([(im.height, im.width) for im in images], np.float64).reshape(-1, 2)[img_idx]
-        with np.errstate(invalid="ignore"):
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-            finite = np.isfinite(xyxy).all(axis=1)
-            limit = np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=1)
-            clipped_xyxy = np.clip(xyxy, 0, limit)
-            valid = finite & (clipped_xyxy[:, 2] > clipped_xyxy[:, 0]) & (
-                clipped_xyxy[:, 3] > clipped_xyxy[:, 1])
-            n_clipped = int((valid & (clipped_xyxy != xyxy).any(axis=1)).sum())
-        n_dropped = int((~valid).sum())
-        if n_clipped or n_dropped:
-            warnings.warn(f"{self.name}: clipped {n_clipped} boxes to their image, dropped "
-                          f"{n_dropped} with zero size or non-finite coordinates", stacklevel=4)
-        return np.where(valid[:, None], clipped_xyxy, 0).astype(np.float32), valid
+        """The box rule (``sdk.datacheck.clip_xyxy``): (xyxy (N, 4) float32 clamped to the image, keep
+        (N,) bool); each clip or drop goes into ``report`` under its annotation id."""
+        wh = np.array([(im.width, im.height) for im in images], np.float64).reshape(-1, 2)[img_idx]
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        out, keep, clipped = clip_xyxy(xyxy, wh)
+        for k in np.flatnonzero(clipped | ~keep):
+            w, h = wh[k].astype(int).tolist()
+            where = f"{self.name} annotation {ann_ids[k]}"
+            box = "[" + ", ".join(f"{v:.5g}" for v in xywh[k]) + "]"
+            if keep[k]:
+                x1, y1, x2, y2 = out[k].tolist()
+                detail = f"{box} -> [{x1:.5g}, {y1:.5g}, {x2 - x1:.5g}, {y2 - y1:.5g}] in the {w}x{h} (WxH) image"
+                self.report.add(Finding("clipped", self.split, where, detail))
+            else:
+                self.report.add(Finding("dropped", self.split, where, f"{box} has no area inside the {w}x{h} "
+                                                                      f"(WxH) image"))
+        return np.where(keep[:, None], out, 0).astype(np.float32), keep
 
     def _check_files_exist(self) -> None:
-        missing = [r.path for r in self._records if not os.path.isfile(r.path)]
-        if missing:
-            names = ", ".join(repr(os.path.relpath(p, self.img_dir)) for p in missing[:MAX_LISTED])
-            more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-            raise DataError(f"{self.name}: {len(missing)} of {len(self._records)} image files are "
-                            f"missing from {str(self.img_dir)!r}: {names}{more}")
+        check_images([Path(r.path) for r in self._records], self.name, self.img_dir)
 
     # -- public API ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._records)
+
+    def summary(self) -> SplitSummary:
+        """What is used, after the filters: images, boxes, ignored crowd boxes, per class counts."""
+        return SplitSummary(len(self._records), sum(len(r.boxes) for r in self._records), self.n_crowd,
+                            self._per_class())
+
+    def _per_class(self) -> dict[str, tuple[int, int]]:
+        return {}  # grounding phrases are no fixed classes
 
     def record(self, i: int) -> Record:
         """Annotations of image ``i`` (no pixels)."""
@@ -301,9 +321,17 @@ class DetectionDataset(_CocoImages):
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
                  class_texts: list[list[str]], filter_empty_gt: bool = False, min_size: int = 32,
-                 coco: dict[str, Any] | None = None) -> None:
+                 coco: dict[str, Any] | None = None, split: str = "train") -> None:
         self.class_texts = [list(p) for p in class_texts]
-        super().__init__(ann_file, img_dir, filter_empty_gt, min_size, coco)
+        super().__init__(ann_file, img_dir, filter_empty_gt, min_size, coco, split)
+
+    def _per_class(self) -> dict[str, tuple[int, int]]:
+        n = len(self.categories)
+        labels = np.concatenate([r.labels for r in self._records])
+        image = np.repeat(np.arange(len(self._records)), [len(r.labels) for r in self._records])
+        boxes = np.bincount(labels, minlength=n)
+        images = np.bincount(np.unique(image * n + labels) % n, minlength=n)  # each (image, class) once
+        return {self.class_names[k]: (int(images[k]), int(boxes[k])) for k in range(n)}
 
     def _prepare(self, data: dict[str, Any]) -> None:
         cats = data["categories"]
@@ -326,6 +354,8 @@ class DetectionDataset(_CocoImages):
         # A category name that is another class's prompt means the class-text JSON is out of order:
         # every box would be trained against the wrong text (official pain point: #146, #582).
         names = {int(c["id"]): c.get("name") for c in cats}
+        self.class_names = [names[cid] if isinstance(names[cid], str) else self.class_texts[label][0]
+                            for label, cid in enumerate(self.categories)]  # for the summary
         for label, cid in enumerate(self.categories):
             name = names[cid]
             if isinstance(name, str) and name not in self.class_texts[label]:
@@ -358,8 +388,8 @@ class GroundingDataset(_CocoImages):
     """
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike,
-                 filter_empty_gt: bool = False, min_size: int = 32) -> None:
-        super().__init__(ann_file, img_dir, filter_empty_gt, min_size)
+                 filter_empty_gt: bool = False, min_size: int = 32, split: str = "train") -> None:
+        super().__init__(ann_file, img_dir, filter_empty_gt, min_size, split=split)
 
     def _label_key(self, ann: dict[str, Any], ann_id: Any, image: _Image) -> str:
         caption = image.raw.get("caption")
@@ -454,13 +484,15 @@ class DataConfig:
     train: list[DatasetEntry]
     val: DatasetEntry | None
     class_texts: list[list[str]]
+    report: DataReport = field(default_factory=DataReport)  # what reading a YOLO / VOC layout fixed
+    title: str = ""  # the summary's first line: file, layout, classes
 
     def _build(self, entry: DatasetEntry, filter_empty_gt: bool, min_size: int
                ) -> DetectionDataset | GroundingDataset:
         if entry.type == "grounding":
             return GroundingDataset(entry.ann_file, entry.img_dir, filter_empty_gt, min_size)
         return DetectionDataset(entry.ann_file, entry.img_dir, self.class_texts, filter_empty_gt,
-                                min_size, entry.coco)
+                                min_size, entry.coco, "train")
 
     def build_train(self, filter_empty_gt: bool = False, min_size: int = 32) -> AnyDataset:
         """The training dataset: one part as is, several as a :class:`MixedDataset`."""
@@ -472,7 +504,7 @@ class DataConfig:
         if self.val is None:
             raise DataError("the data YAML has no 'val:' entry")
         return DetectionDataset(self.val.ann_file, self.val.img_dir, self.class_texts,
-                                filter_empty_gt=False, min_size=0, coco=self.val.coco)
+                                filter_empty_gt=False, min_size=0, coco=self.val.coco, split="val")
 
 
 def _entry(value: Any, where: str, root: Path, source: str) -> DatasetEntry:
@@ -532,7 +564,7 @@ def read_data_yaml(path: str | os.PathLike) -> DataConfig:
         raise DataError(f"{source}: class_text_path is {text_path!r}; expected a path")
     else:
         class_texts = read_class_texts(root / Path(text_path).expanduser())
-    return DataConfig(train, val, class_texts)
+    return DataConfig(train, val, class_texts, title=f"{source}: COCO data YAML, {len(class_texts)} classes")
 
 
 def read_data(path: str | os.PathLike, class_texts: str | os.PathLike | None = None) -> DataConfig:
@@ -545,11 +577,34 @@ def read_data(path: str | os.PathLike, class_texts: str | os.PathLike | None = N
     else:
         ds = read_dataset(path)
         entry = {split: DatasetEntry(Path(s.source), s.img_dir, "detection", s.coco) for split, s in ds.splits.items()}
-        data = DataConfig([entry["train"]], entry.get("val"), ds.class_texts())
+        data = DataConfig([entry["train"]], entry.get("val"), ds.class_texts(), ds.report,
+                          f"{ds.source}: {ds.format}, {len(ds.class_names)} classes")
     if class_texts is not None:
         texts = read_class_texts(class_texts)
         if data.class_texts and len(texts) != len(data.class_texts):
             raise DataError(f"{class_texts} lists {len(texts)} classes but {Path(path).name} has "
                             f"{len(data.class_texts)}; one prompt list per class, in class order")
-        data = DataConfig(data.train, data.val, texts)
+        data = DataConfig(data.train, data.val, texts, data.report, data.title)
     return data
+
+
+def split_summary(dataset: AnyDataset) -> SplitSummary:
+    """:meth:`DetectionDataset.summary` of a dataset or of every part of a :class:`MixedDataset`, added."""
+    parts = dataset.datasets if isinstance(dataset, MixedDataset) else [dataset]
+    sums = [p.summary() for p in parts]
+    per_class: dict[str, tuple[int, int]] = {}
+    for s in sums:
+        for name, (images, boxes) in s.per_class.items():
+            before = per_class.get(name, (0, 0))
+            per_class[name] = (before[0] + images, before[1] + boxes)
+    return SplitSummary(sum(s.images for s in sums), sum(s.boxes for s in sums), sum(s.ignored for s in sums),
+                        per_class)
+
+
+def describe_data(data: DataConfig, train_set: AnyDataset, val_set: DetectionDataset | None) -> str:
+    """The summary training prints once at start (``sdk.datacheck.format_summary``): per split images,
+    boxes and per-class counts, and what reading the layout and building the sets fixed, named."""
+    sets = {"train": train_set, **({"val": val_set} if val_set is not None else {})}
+    parts = [p for ds in sets.values() for p in (ds.datasets if isinstance(ds, MixedDataset) else [ds])]
+    report = data.report.merged(*(p.report for p in parts))
+    return format_summary(data.title or "data", {split: split_summary(ds) for split, ds in sets.items()}, report)

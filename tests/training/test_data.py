@@ -16,6 +16,7 @@ from training.data import (
     DetectionDataset,
     GroundingDataset,
     MixedDataset,
+    describe_data,
     read_data_yaml,
 )
 from training.synthetic import CLASSES, make_shapes_dataset
@@ -116,6 +117,10 @@ def _set(path, value):
         (_set(["images", 1, "height"], 0), TEXTS, r"image 2 has height 0"),
         (_set(["images", 1, "id"], 1), TEXTS, r"image id 1 appears more than once"),
         (_set(["annotations", 1, "bbox"], [1, 2, 3]), TEXTS, r"annotation 11 has bbox \[1, 2, 3\]"),
+        # not a box at all (the rule: malformed is fatal, only empty or outside boxes are dropped)
+        (_set(["annotations", 1, "bbox"], [20, 20, -5, 5]), TEXTS, r"annotation 11 has bbox \[20, 20, -5, 5\]; "
+                                                                   r"expected finite .* not negative"),
+        (_set(["annotations", 1, "bbox"], [float("nan"), 1, 5, 5]), TEXTS, r"annotation 11 has bbox \[nan, 1"),
         (_set(["annotations", 1, "image_id"], 99), TEXTS, r"annotation 11 has image_id 99"),
         (_set(["categories", 1, "id"], 9), TEXTS, r"category ids \[9\] appear more than once"),
         (lambda d: d.update(images=[], annotations=[]), TEXTS,
@@ -152,7 +157,7 @@ def test_missing_images_named_and_counted(tmp_path):
     assert "and 1 more" in msg and "m3.png" not in msg
 
 
-def test_boxes_clipped_and_dropped_with_one_warning(tmp_path):
+def test_boxes_clipped_and_dropped_are_counted_and_named(tmp_path):
     data = _coco()
     data["annotations"] = [
         {"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 5, 5]},  # inside
@@ -161,20 +166,43 @@ def test_boxes_clipped_and_dropped_with_one_warning(tmp_path):
         {"id": 4, "image_id": 2, "category_id": 9, "bbox": [50, -3, 5, 5]},  # clipped top
         {"id": 5, "image_id": 1, "category_id": 2, "bbox": [70, 5, 5, 5]},  # outside: zero after clip
         {"id": 6, "image_id": 1, "category_id": 2, "bbox": [10, 10, 0, 5]},  # zero width
-        {"id": 7, "image_id": 2, "category_id": 2, "bbox": [20, 20, -5, 5]},  # negative width
-        {"id": 8, "image_id": 2, "category_id": 2, "bbox": [float("nan"), 1, 5, 5]},  # non-finite
+        {"id": 7, "image_id": 2, "category_id": 2, "bbox": [20, 20, 5, 5.00001]},  # 1e-5 px out: rounding
         {"id": 9, "image_id": 2, "category_id": 5, "bbox": [0, 0, 100, 100], "iscrowd": 1},  # crowd
     ]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = _build(tmp_path, data)
-    assert len(caught) == 1
-    assert str(caught[0].message) == ("train.json: clipped 3 boxes to their image, dropped 4 with "
-                                      "zero size or non-finite coordinates")
+    data["images"][1]["height"] = 25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # findings go into the report, never through warnings
+        ds = _build(tmp_path, data, min_size=0)
+    assert ds.report.counts == {("clipped", "train"): 3, ("dropped", "train"): 2}
+    assert [(f.kind, f.where) for f in ds.report.findings] == [
+        ("clipped", "train.json annotation 2"), ("clipped", "train.json annotation 3"),
+        ("clipped", "train.json annotation 4"), ("dropped", "train.json annotation 5"),
+        ("dropped", "train.json annotation 6")]
+    assert ds.report.findings[0].detail == "[-5, 2, 10, 10] -> [0, 2, 5, 10] in the 60x40 (WxH) image"
     np.testing.assert_array_equal(ds.record(0).boxes, [[10, 10, 15, 15], [0, 2, 5, 12], [55, 30, 60, 40]])
     np.testing.assert_array_equal(ds.record(0).labels, [0, 0, 1])
-    np.testing.assert_array_equal(ds.record(1).boxes, [[50, 0, 55, 2]])  # crowd box ignored
-    np.testing.assert_array_equal(ds.record(1).labels, [2])
+    np.testing.assert_array_equal(ds.record(1).boxes, [[50, 0, 55, 2], [20, 20, 25, 25]])  # crowd box ignored
+    np.testing.assert_array_equal(ds.record(1).labels, [2, 0])
+    assert ds.summary().ignored == 1 and ds.summary().per_class == {"c2": (2, 3), "c5": (1, 1), "c9": (1, 1)}
+
+
+def test_training_summary_names_what_was_fixed_and_skipped(tmp_path):
+    ds = _yaml_tree(tmp_path)
+    data = json.loads((ds / "ann" / "train.json").read_text())
+    data["annotations"][0]["bbox"] = [-4, 2, 10, 20]  # annotation 10, clipped
+    (ds / "ann" / "train.json").write_text(json.dumps(data))
+    (ds / "data.yaml").write_text("train: {ann_file: ann/train.json, img_dir: images}\n"
+                                  "val: {ann_file: ann/train.json, img_dir: images}\nclass_text_path: texts.json\n")
+    cfg = read_data_yaml(ds / "data.yaml")
+    train, val = cfg.build_train(), cfg.build_val()  # min_size 32 skips the 20x100 image in train only
+    text = describe_data(cfg, train, val)
+    lines = text.splitlines()
+    assert lines[0] == "data.yaml: COCO data YAML, 3 classes"
+    assert lines[2].split() == ["train", "2", "3", "0", "1", "0", "1"]  # images boxes ignored clipped dropped skipped
+    assert lines[3].split() == ["val", "3", "3", "0", "1", "0", "0"]
+    assert any(ln.split() == ["c5", "1/1", "1/1"] for ln in lines)
+    assert "train: train.json annotation 10: [-4, 2, 10, 20] -> [0, 2, 6, 20]" in text
+    assert "train: train.json image 3: 'thin.png' is 20x100 (HxW), shorter side under min_size 32" in text
 
 
 def test_crowd_only_image_counts_as_empty(tmp_path):

@@ -86,7 +86,7 @@ def test_yolo_yaml_variants(shapes, tmp_path):
     ("one 0.5 0.5 0.2 0.2", "is not numbers"),
     ("7 0.5 0.5 0.2 0.2", "class '7' is not one of the 4 class indices 0..3"),
     ("1.5 0.5 0.5 0.2 0.2", "class '1.5' is not one of"),
-    ("0 0.5 0.5 -0.2 0.2", "width -0.2 and height 0.2 must be positive"),
+    ("0 0.5 0.5 -0.2 0.2", "width -0.2 and height 0.2 must not be negative"),
     ("0 0.5 nan 0.2 0.2", "5 finite numbers"),
 ])
 def test_bad_yolo_lines_are_named_by_file_and_line(shapes, tmp_path, line, message):
@@ -94,7 +94,7 @@ def test_bad_yolo_lines_are_named_by_file_and_line(shapes, tmp_path, line, messa
     label = root / "labels" / "val" / "val_00002.txt"
     label.write_text(label.read_text() + line + "\n")
     n = len(label.read_text().splitlines())
-    with pytest.raises(DataError, match=f"val_00002.txt line {n}: .*{message}"):
+    with pytest.raises(DataError, match=f"labels/val/val_00002.txt line {n}: .*{message}"):
         read_yolo(root / "data.yaml")
 
 
@@ -129,7 +129,7 @@ def test_bad_yaml_and_voc_files_are_named(shapes, tmp_path):
         read_voc(voc)
 
 
-def test_voc_difficult_is_ignored_and_without_imagesets_everything_trains(shapes, tmp_path):
+def test_voc_difficult_is_ignored_and_without_imagesets_a_val_split_is_made(shapes, tmp_path):
     import shutil
 
     voc = tmp_path / "voc"
@@ -142,7 +142,8 @@ def test_voc_difficult_is_ignored_and_without_imagesets_everything_trains(shapes
     assert sum(n for _, n in class_counts(val).values()) == len(val.coco["annotations"]) - 1
     shutil.rmtree(voc / "ImageSets")
     ds = read_voc(voc)
-    assert set(ds.splits) == {"train"} and len(ds.splits["train"].coco["images"]) == 12
+    assert [len(ds.splits[s].coco["images"]) for s in ds.splits] == [11, 1]  # every 10th of 12 annotations
+    assert ds.report.count("split made", "val") == 1
 
 
 def test_training_reads_every_layout_and_clips_outside_boxes(shapes, tmp_path):
@@ -159,18 +160,25 @@ def test_training_reads_every_layout_and_clips_outside_boxes(shapes, tmp_path):
     root = _copy_yolo(shapes, tmp_path / "yolo")
     label = root / "labels" / "train" / "train_00000.txt"
     label.write_text(label.read_text() + "1 0.98 0.5 0.2 0.2\n")  # reaches 0.08 past the right edge
-    with pytest.warns(UserWarning, match="clipped 1 boxes to their image, dropped 0"):
-        read_data(root / "data.yaml").build_train(min_size=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # counted in the report, not warned
+        data = read_data(root / "data.yaml")
+        data.build_train(min_size=0)
+    assert data.report.counts == {("clipped", "train"): 1}
+    assert data.report.findings[0].where == f"labels/train/train_00000.txt line {len(label.read_text().splitlines())}"
 
 
 def test_yoloworld_data_converts_and_counts(shapes, tmp_path, capsys):
     out = tmp_path / "converted"
     assert data_main([str(shapes["yolo"]), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "yolo, 4 classes" in printed and "train: 8 images" in printed and "val: 4 images" in printed
-    counts = class_counts(read_dataset(shapes["yolo"]).splits["train"])
-    assert any(f"{counts['yellow star'][0]:>6} images  {counts['yellow star'][1]:>7} boxes" in ln
-               for ln in printed.splitlines() if "yellow star" in ln)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "data.yaml: yolo, 4 classes" and "fixed" not in "\n".join(lines)
+    ds = read_dataset(shapes["yolo"])
+    train, val = class_counts(ds.splits["train"]), class_counts(ds.splits["val"])
+    assert lines[2].split()[:2] == ["train", "8"] and lines[3].split()[:2] == ["val", "4"]
+    assert lines[2].split()[2] == str(sum(b for _, b in train.values()))
+    (ti, tb), (vi, vb) = train["yellow star"], val["yellow star"]
+    assert ["yellow", "star", f"{ti}/{tb}", f"{vi}/{vb}"] in [ln.split() for ln in lines]
     data = read_data_yaml(out / "data.yaml")  # a training data YAML, images where they were
     assert len(data.build_train(min_size=0)) == 8 and data.class_texts[0] == ["red circle"]
     assert data_main([str(tmp_path / "missing.yaml")]) == 2
