@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from ..errors import YoloWorldError
+from .termination import Terminated
 
 
 def label_parser() -> argparse.ArgumentParser:
@@ -66,10 +68,11 @@ def label_main(argv: list[str] | None = None) -> int:
     args = label_parser().parse_args(argv)
     try:
         run_label(args)
-    except KeyboardInterrupt:
-        print(f"yoloworld-label: interrupted; the results so far are kept in {args.out}/shards, rerun the same "
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): the results received are in shards
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"yoloworld-label: {how}; the results so far are kept in {args.out}/shards, rerun the same "
               f"command to continue", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except (YoloWorldError, ValueError, OSError) as e:
         print(f"yoloworld-label: error: {e}", file=sys.stderr)
         return 2

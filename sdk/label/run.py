@@ -18,6 +18,7 @@ from .outputs import LabelFilter, class_counts, merge, write_coco, write_yolo
 from .report import contact_sheet, summary_text
 from .shards import ShardWriter, check_settings, read_shards
 from .sources import KeyMode, SourceImage, content_key, list_sources
+from .termination import TerminateAsInterrupt
 from .worker import LabelSettings
 
 
@@ -101,7 +102,8 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
 
 def _label(todo: list[SourceImage], total: int, settings: LabelSettings, job: LabelJob, writer: ShardWriter) -> str:
     """Label ``todo`` into shards with a progress bar; returns where it ran. Results received before an
-    error or an interrupt are flushed to a shard, so a rerun continues after them."""
+    error, Ctrl-C or SIGTERM (:class:`~sdk.label.termination.Terminated`) are flushed to a shard, so a
+    rerun continues after them."""
     if job.ray is None:
         batches: Iterator[list[dict[str, Any]]] = in_process_batches(todo, settings)
         ran_on, stop = "this process", None
@@ -114,12 +116,15 @@ def _label(todo: list[SourceImage], total: int, settings: LabelSettings, job: La
         if job.stall_timeout:
             batches = with_stall_timeout(batches, job.stall_timeout, lambda: _diagnose(ray, plan))
         ran_on, stop = f"Ray ({plan.describe()})", (ray.shutdown if started else None)
-    try:
-        _consume(batches, writer, total, len(todo), job.progress, job.ray is not None)
-    finally:
-        writer.flush()
-        if stop:
-            stop()
+    # after ray.init, which sets its own SIGTERM handler in this process
+    with TerminateAsInterrupt() as sigterm:
+        try:
+            _consume(batches, writer, total, len(todo), job.progress, job.ray is not None)
+        finally:
+            sigterm.defer()
+            writer.flush()
+            if stop:
+                stop()
     return ran_on
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,79 @@ def test_killed_run_resumes_with_every_image_exactly_once(label_collection_fixtu
     assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no temporary file left
     reference = label_collection(job(fx, tmp_path / "reference"))
     assert json.loads((out / "summary.json").read_text())["per_class"] == reference["per_class"]
+
+
+def run_cli_until(args: list[str], done: int, total: int) -> tuple[subprocess.Popen, str]:
+    """Start ``yoloworld-label args`` in a subprocess; return once its progress bar shows ``done`` of
+    ``total`` images (or it ended), with what it wrote to stderr so far."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from sdk.label.cli import label_main; "
+                             "sys.exit(label_main(sys.argv[1:]))", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen, deadline = "", time.monotonic() + 180
+    while time.monotonic() < deadline:
+        char = proc.stderr.read(1)  # tqdm redraws with \r: read by character
+        if not char:
+            break
+        seen += char
+        counts = re.findall(rf"(\d+)/{total}", seen[-200:])
+        if counts and int(counts[-1]) >= done:
+            break
+    return proc, seen
+
+
+def test_sigterm_keeps_the_results_so_far_and_a_rerun_finishes(label_collection_fixture, tmp_path):
+    """SIGTERM (what kill and job schedulers send) mid-run, before any shard was due: the results so far
+    are flushed as on Ctrl-C, the CLI says so and exits 143; a rerun labels each remaining image once."""
+    fx = label_collection_fixture
+    out = tmp_path / "out"
+    args = [str(fx.photos), "--weights", str(fx.model), "--out", str(out), "--imgsz", "160", "--batch-size", "1",
+            "--backend", "onnxruntime", "--threads", "1", "--shard-size", "1000"]
+    proc, _ = run_cli_until(args, done=4, total=65)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(60) == 143, err
+    assert "terminated (SIGTERM); the results so far are kept" in err
+    first = shard_records(out)
+    assert 4 <= len(first) < 65, f"{len(first)} results kept"  # no shard of 1000 was due before the signal
+    assert label_main([*args, "--contact-sheet", "0"]) == 0
+    records = shard_records(out)
+    assert sorted(r["path"] for r in records) == sorted([*fx.good, fx.broken])  # each image exactly once
+    assert all(r in records for r in first)  # the kept results are used, not made again
+
+
+def test_terminate_as_interrupt_defers_a_signal_during_cleanup():
+    from sdk.label.termination import TerminateAsInterrupt, Terminated
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(Terminated):  # a SIGTERM while consuming: raised where the work is
+        with TerminateAsInterrupt() as stop:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # never reached: the handler raises first
+            finally:
+                stop.defer()
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one does not cut the clean-up short
+                cleaned.append(True)
+    assert cleaned == [True]
+    with pytest.raises(Terminated):  # a SIGTERM during the clean-up: raised after it, not in it
+        with TerminateAsInterrupt() as stop:
+            stop.defer()
+            os.kill(os.getpid(), signal.SIGTERM)
+            cleaned.append(True)
+    assert cleaned == [True, True]
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+    def own(signum, frame):
+        raise RuntimeError("the application's handler")
+
+    signal.signal(signal.SIGTERM, own)
+    try:
+        with pytest.raises(RuntimeError), TerminateAsInterrupt():  # an application's own handler stays
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_yolo_output_reads_back_as_the_coco_labels(label_collection_fixture, tmp_path):
