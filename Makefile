@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m training.finetune
 	$(VENV)/bin/yoloworld-predict runs/demo_finetune/data/val --weights runs/demo_finetune/best.pt \
-		--imgsz 256 --out runs/demo_finetune/predict
+		--out runs/demo_finetune/predict
 
 test: $(VENV)/.installed
 	-PYTHON=$(PY) bash cpp_samples/scripts/setup_deps.sh  # C++ sample deps; never fails (tests skip)

@@ -16,23 +16,37 @@ from .errors import YoloWorldError
 
 def predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yoloworld-predict",
-                                description="Detect objects named by text prompts in images.")
-    p.add_argument("images", nargs="+", help="image files, folders and/or video files (an annotated .mp4 each)")
-    p.add_argument("--weights", required=True, help="official .pth or own .pt checkpoint")
+                                description="Detect objects named by text prompts in images and videos.")
+    p.add_argument("images", nargs="+", help="image files, folders (searched with their subfolders) and/or video "
+                                             "files (an annotated .mp4 each)")
+    p.add_argument("--weights", required=True, help="a checkpoint (official .pth or own .pt) or an export (.onnx, "
+                                                    ".engine)")
     p.add_argument("--classes", help='"person,car" or a class-text JSON (one prompt list per class); '
-                                     "default: the vocabulary stored in the checkpoint")
-    p.add_argument("--out", default="runs/predict", help="output folder (annotated images + JSON)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=8)
+                                     "default: the vocabulary stored in the checkpoint or export")
+    p.add_argument("--out", default="runs/predict", help="output folder (annotated images + predictions.json)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_size_args(p)
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per inference call (default 8)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="an unreadable image gets an empty result with its error (listed at the end) instead of "
+                        "stopping the run")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
-    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first")
+    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first",
+                   help="how several prompts of a class combine: the first (official), the mean embedding, or "
+                        "the max score")
     p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
     add_runtime_args(p)
     return p
+
+
+def add_size_args(p: argparse.ArgumentParser) -> None:
+    """``--imgsz`` and ``--iou``, as every command that runs a model takes them."""
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="network input size, a multiple of 32; default: the size the model was trained or "
+                        "exported at (640 for official checkpoints)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -68,13 +82,14 @@ def run_predict(args: argparse.Namespace) -> int:
     """Everything is written into a staging folder that becomes ``--out``'s content only when the whole
     run succeeded: a failed run leaves no ``--out`` folder and no half of its files."""
     from .detector import Detector
-    from .images import VIDEO_SUFFIXES, expand_sources
+    from .images import VIDEO_SUFFIXES
 
     detector = Detector(args.weights, classes=args.classes, device=args.device, imgsz=args.imgsz,
                         conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
                         prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt, **runtime_settings(args))
+    print(f"yoloworld-predict: {detector.describe()}")
     videos = [v for v in args.images if Path(v).suffix.lower() in VIDEO_SUFFIXES]
-    sources = expand_sources([s for s in args.images if s not in videos]) if len(videos) < len(args.images) else []
+    sources = output_names([s for s in args.images if s not in videos])
     out = Path(args.out)
     for video in videos:  # before any work: a long video run must not end on a typo in the next name
         if not Path(video).is_file():
@@ -87,18 +102,39 @@ def run_predict(args: argparse.Namespace) -> int:
             frames, found = annotate_video(detector, video, stage, args.batch_size, records)
             print(f"{video}: {frames} frames, {found} detections -> {out / (Path(video).stem + '.mp4')}")
             total += found
-        total += annotate_images(detector, sources, stage, args.batch_size, records)
-        atomic_write_text(stage / "predictions.json",
-                          json.dumps({"classes": detector.class_names, "results": records}, indent=1))
+        total += annotate_images(detector, sources, stage, args.batch_size, records, args.skip_bad)
+        atomic_write_text(stage / "predictions.json", json.dumps(
+            {"classes": detector.class_names, "ran": detector.ran_with(), "results": records}, indent=1))
+    bad = [r for r in records if "error" in r]
     print(f"{len(sources)} images, {len(videos)} videos, {total} detections -> {out}/ (annotated images and "
-          f"videos, predictions.json); ran on {detector.backend.name} in {detector.backend.precision}"
-          f"{', rect letterbox' if detector.rect else ''}")
+          f"videos, predictions.json)" + (f"; {len(bad)} unreadable image(s) skipped:" if bad else ""))
+    for r in bad[:20]:
+        print(f"  {r['image']}: {r['error']}")
     return 0
 
 
-def annotate_images(detector, sources: list, out: Path, batch_size: int, records: list) -> int:
-    """``out/<name>`` with each image's detections drawn; appends one record per image. Returns the
-    number of detections."""
+def output_names(args: list[str]) -> list[tuple[str, str]]:
+    """(image path, name of its annotated copy): a folder's images keep their path below the folder, so
+    images of the same name in different subfolders never overwrite each other."""
+    from .images import expand_sources
+
+    pairs = []
+    for arg in args:
+        root = Path(arg)
+        for path in expand_sources(arg):
+            pairs.append((str(path), str(Path(path).relative_to(root)) if root.is_dir() else root.name))
+    seen: dict[str, str] = {}
+    for path, name in pairs:
+        if seen.setdefault(name, path) != path:
+            raise YoloWorldError(f"{seen[name]} and {path} would both be written as {name}; predict them into "
+                                 f"different --out folders")
+    return pairs
+
+
+def annotate_images(detector, sources: list[tuple[str, str]], out: Path, batch_size: int, records: list,
+                    skip_bad: bool = False) -> int:
+    """``out/<name>`` with each image's detections drawn; appends one record per image (with ``error`` for
+    an image ``skip_bad`` let through). Returns the number of detections."""
     from tqdm import tqdm
 
     from .images import read_image
@@ -107,10 +143,16 @@ def annotate_images(detector, sources: list, out: Path, batch_size: int, records
     with tqdm(total=len(sources), unit="img", disable=len(sources) < 2) as bar:
         for start in range(0, len(sources), batch_size):
             chunk = sources[start:start + batch_size]
-            for source, det in zip(chunk, detector.predict(chunk, batch_size=batch_size), strict=True):
-                if not cv2.imwrite(str(out / Path(source).name), det.draw(read_image(source))):
-                    raise YoloWorldError(f"cannot write the annotated copy of {source} to {out}")
-                records.append({"image": str(source), **det.to_dict(), "speed_ms": det.data["speed_ms"]})
+            dets = detector.predict([p for p, _ in chunk], batch_size=batch_size, skip_bad=skip_bad)
+            for (source, name), det in zip(chunk, dets, strict=True):
+                record = {"image": source, **det.to_dict(), "speed_ms": det.data.get("speed_ms")}
+                if "error" in det.data:
+                    records.append({**record, "error": det.data["error"]})
+                    continue
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(out / name), det.draw(read_image(source))):
+                    raise YoloWorldError(f"cannot write the annotated copy of {source} to {out / name}")
+                records.append(record)
                 total += len(det)
             bar.update(len(chunk))
     return total
@@ -153,18 +195,19 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (.pth/.pt) or exported model (.onnx)")
     p.add_argument("--images", help="image folder of the annotation file's file_name entries (YOLO / VOC: "
                                     "the dataset's own)")
-    p.add_argument("--classes", help="class-text JSON in the order of the category ids sorted ascending; "
-                                     "default: the model's vocabulary, else the annotation's category names")
+    p.add_argument("--classes", help="the vocabulary to run (names or a class-text JSON); default: the model's "
+                                     "own, else the dataset's category names. Classes and categories are paired "
+                                     "by name; when none match, --classes is taken in the order of the category "
+                                     "ids sorted ascending")
     p.add_argument("--results", help="evaluate this COCO results JSON instead of running a model")
     p.add_argument("--results-out", help="write the model's COCO results JSON here")
     p.add_argument("--json", help="write the metrics (AP, AP50, ..., ARl, per_class) here")
     p.add_argument("--evaluator", choices=["pycocotools", "faster-coco-eval"], default="pycocotools",
                    help="faster-coco-eval: the same numbers, faster on large sets (pip install faster-coco-eval)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_size_args(p)
+    p.add_argument("--batch-size", type=int, default=8, help="images per inference call (default 8)")
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300, COCO's)")
     add_runtime_args(p)
     return p
 
@@ -179,7 +222,7 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import STAT_NAMES, coco_evaluate, evaluate_detector, validate_results
+    from .evaluation import STAT_NAMES, coco_evaluate, validate_results
 
     for target in (args.json, args.results_out):  # before the evaluation, not after
         if target:
@@ -196,26 +239,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         if not (args.model and images_dir):
             raise YoloWorldError("give --model and --images (or --results)")
-        from .detector import Detector
-        from .errors import VocabularyError
-
-        settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det,
-                        **runtime_settings(args))
-        try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
-            det = Detector(args.model, classes=args.classes, **settings)
-        except VocabularyError:
-            if args.classes:
-                raise
-            det = Detector(args.model, classes=[[c["name"]] for c in cats], **settings)  # the dataset's names
-        if len(det.class_names) != len(cats):
-            raise YoloWorldError(f"the vocabulary has {len(det.class_names)} classes but {args.ann} has "
-                                 f"{len(cats)} categories; pass --classes in the order of the category ids")
-        results, metrics = evaluate_detector(det, ann, images_dir, [c["id"] for c in cats], args.batch_size,
-                                             evaluator=args.evaluator)
-        if args.results_out:
-            atomic_write_text(args.results_out, json.dumps(results))
-        metrics["ran"] = {"backend": det.backend.name, "precision": det.backend.precision, "rect": det.rect}
-        print(f"ran on {det.backend.name} in {det.backend.precision}{', rect letterbox' if det.rect else ''}")
+        metrics = evaluate_model(args, ann, images_dir, cats)
     names = {c["id"]: c["name"] for c in cats}
     print("  ".join(f"{k} {metrics[k]:.3f}" for k in STAT_NAMES))
     for cid, ap in metrics["per_class"].items():
@@ -223,11 +247,39 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{label}  AP {ap:.3f}" if ap >= 0 else f"{label}  (no ground truth)")
     if args.json:
         out = {k: metrics[k] for k in STAT_NAMES}
-        if "ran" in metrics:
-            out["ran"] = metrics["ran"]
+        out.update({k: metrics[k] for k in ("ran", "classes") if k in metrics})
         out["per_class"] = {names.get(cid, str(cid)): ap for cid, ap in metrics["per_class"].items()}
         atomic_write_text(args.json, json.dumps(out, indent=1))
     return 0
+
+
+def evaluate_model(args: argparse.Namespace, ann: dict, images_dir: str, cats: list[dict]) -> dict:
+    """Run ``--model`` over the images and score it; classes paired with the categories by name (by
+    position only when ``--classes`` shares no name with them). Metrics with ``ran`` and ``classes``."""
+    from .detector import Detector
+    from .errors import VocabularyError
+    from .evaluation import evaluate_detector, pair_classes
+
+    settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det,
+                    **runtime_settings(args))
+    try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
+        det = Detector(args.model, classes=args.classes, **settings)
+    except VocabularyError:
+        if args.classes:
+            raise
+        det = Detector(args.model, classes=[[c["name"]] for c in cats], **settings)  # the dataset's names
+    pairing = pair_classes(det.class_names, [list(p) for p in det.vocabulary.prompts], cats, source=args.ann,
+                           by_position=bool(args.classes))
+    print(f"ran with {det.describe()}\n{pairing.describe()}")
+    results, metrics = evaluate_detector(det, ann, images_dir, pairing.category_ids, args.batch_size,
+                                         evaluator=args.evaluator)
+    if args.results_out:
+        atomic_write_text(args.results_out, json.dumps(results))
+    metrics["ran"] = det.ran_with()
+    metrics["classes"] = {"paired_by": "position" if pairing.by_position else "name",
+                          "paired": len(pairing.paired), "unmatched_model": pairing.unmatched_model,
+                          "unmatched_categories": pairing.unmatched_categories}
+    return metrics
 
 
 def read_ground_truth(ann: str, split: str, images: str | None) -> tuple[dict, str | None]:

@@ -17,6 +17,7 @@ from .backends.base import RuntimeOptions
 from .detections import Detections
 from .errors import ImageError, VocabularyError
 from .images import ImageSource, expand_sources, iter_frames, load
+from .manifest import Manifest
 from .postprocess import STRIDES, decode_head_outputs, postprocess_image, unpack_nms_outputs
 from .preprocess import letterbox, preprocess, rect_shape, to_network_input
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
@@ -95,7 +96,10 @@ class Detector:
         classes: class names, ``"a,b,c"``, a class-text JSON path (one prompt list per class), or a
             :class:`Vocabulary`. Defaults to the vocabulary stored in an own checkpoint.
         device: ``"cpu"`` or ``"cuda[:i]"`` (a TensorRT engine always runs on a GPU: ``"cpu"`` means ``cuda:0``).
-        imgsz: network input size, a multiple of 32 (exports: from their manifest).
+        imgsz: network input size, a multiple of 32. None: the size the model knows, i.e. an export's
+            (from its manifest) or the size an own checkpoint was trained at; 640 (official) for official
+            releases and older checkpoints. An export with dynamic height and width also runs at any
+            smaller size; a static one only at its own. ``detector.describe()`` says what was used.
         backend: ``"openvino"``, ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; None picks the fastest
             correct one here (:func:`default_backend`). ``detector.backend.name`` / ``.precision`` say which
             ran and in which precision (also in every result's ``data``).
@@ -117,15 +121,16 @@ class Detector:
     """
 
     def __init__(self, weights: str | os.PathLike, classes: ClassesLike | None = None,
-                 device: str = "cpu", imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 device: str = "cpu", imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
                  pad_prompt: bool = False, runtime: RuntimeOptions | None = None, backend: BackendName | None = None,
                  rect: bool | None = None) -> None:
         check_detector_settings(imgsz, conf, iou, max_det)
-        self.imgsz, self.conf, self.iou, self.max_det = imgsz, conf, iou, max_det
+        self.conf, self.iou, self.max_det = conf, iou, max_det
         self.agnostic = agnostic
         self.backend = open_backend(weights, device, runtime, backend)
         manifest = self.backend.manifest
+        self.imgsz, self.imgsz_from = resolve_imgsz(imgsz, weights, manifest, self.backend.stored_imgsz)
         dynamic = manifest is None or manifest.dynamic_hw
         if rect and not dynamic:
             raise ValueError(f"rect=True needs an artifact exported with dynamic height and width; {weights} takes "
@@ -134,13 +139,12 @@ class Detector:
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity
         self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
-        if self._capacity:
-            self.imgsz = manifest.imgsz[0]
         if manifest is not None and not manifest.open_vocabulary:
-            # an exported artifact: size and vocabulary come from its manifest
-            self.imgsz = manifest.imgsz[0]
-            fixed = Vocabulary.from_any(manifest.prompts, manifest.prompt_merge)  # type: ignore[arg-type]
-            if classes is not None and Vocabulary.from_any(classes).names != fixed.names:
+            # an exported artifact: the vocabulary comes from its manifest
+            fixed = Vocabulary.from_any(manifest.prompts, manifest.prompt_merge,  # type: ignore[arg-type]
+                                        labels=manifest.class_names)
+            given = Vocabulary.from_any(classes).names if classes is not None else None
+            if given is not None and given not in (fixed.names, [p[0] for p in fixed.prompts]):
                 raise VocabularyError(f"{weights} has its vocabulary folded in: {fixed.names}; "
                                       f"re-export it with yoloworld-export for other classes")
             self.vocabulary = fixed
@@ -150,13 +154,28 @@ class Detector:
             if not stored:
                 raise VocabularyError(f"{weights} stores no vocabulary; pass classes=[...] or a "
                                       f"class-text JSON")
-            classes = stored
+            # the dataset's category names ride along as the class names the results report
+            classes = Vocabulary.from_any(stored, labels=self.backend.stored_class_names)
         self.vocabulary: Vocabulary
         self.set_classes(classes, prompt_merge, pad_prompt)
 
     @property
     def class_names(self) -> list[str]:
         return self.vocabulary.names
+
+    def ran_with(self) -> dict[str, object]:
+        """What this detector runs with, for a results JSON: input size and where it came from, backend,
+        precision, letterbox, number of classes."""
+        return {"imgsz": self.imgsz, "imgsz_from": self.imgsz_from, "backend": self.backend.name,
+                "precision": self.backend.precision, "letterbox": "rect" if self.rect else "square",
+                "classes": len(self.class_names)}
+
+    def describe(self) -> str:
+        """:meth:`ran_with` as the one line every command prints, e.g. ``imgsz 256 (trained at), torch
+        fp32, square letterbox, 4 classes``."""
+        r = self.ran_with()
+        return (f"imgsz {r['imgsz']} ({r['imgsz_from']}), {r['backend']} {r['precision']}, {r['letterbox']} "
+                f"letterbox, {r['classes']} classes")
 
     def set_classes(self, classes: ClassesLike, prompt_merge: PromptMerge | None = None,
                     pad_prompt: bool | None = None) -> None:
@@ -339,11 +358,36 @@ def _groups(keys: list) -> list[list[int]]:
     return list(out.values())
 
 
-def check_detector_settings(imgsz: int, conf: float, iou: float, max_det: int) -> None:
-    """``ValueError`` naming the first of ``Detector``'s size and threshold settings out of range."""
-    if imgsz <= 0 or imgsz % 32:
+def check_detector_settings(imgsz: int | None, conf: float, iou: float, max_det: int) -> None:
+    """``ValueError`` naming the first of ``Detector``'s size and threshold settings out of range
+    (``imgsz`` None: the model's own size)."""
+    if imgsz is not None and (imgsz <= 0 or imgsz % 32):
         raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
     _check_thresholds(conf, iou, max_det)
+
+
+#: Input size of official releases (every official config) and of own checkpoints that predate the record.
+OFFICIAL_IMGSZ = 640
+
+
+def resolve_imgsz(imgsz: int | None, weights: str | os.PathLike, manifest: Manifest | None,
+                  stored: int | None) -> tuple[int, str]:
+    """(input size, where it came from): an explicit ``imgsz`` wins where the model can run it; else an
+    export's own size, a checkpoint's training size, or the official 640."""
+    if manifest is not None:
+        native = manifest.imgsz[0]
+        if imgsz is None or imgsz == native:
+            return native, "exported at"
+        if manifest.dynamic_hw and imgsz < native:
+            return imgsz, "option"
+        raise ValueError(f"{weights} was exported at {native}x{native}"
+                         + (" (inputs up to that size)" if manifest.dynamic_hw else " (that size only)")
+                         + f"; imgsz {imgsz} needs a re-export with --imgsz {imgsz}")
+    if imgsz is not None:
+        return imgsz, "option"
+    if stored is not None:
+        return int(stored), "trained at"
+    return OFFICIAL_IMGSZ, "official default"
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:

@@ -7,7 +7,10 @@ import contextlib
 import io
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import YoloWorldError
 
@@ -33,11 +36,13 @@ def _evaluator(name: str) -> tuple[Any, Any]:
 
 
 def coco_evaluate(ground_truth: str | os.PathLike | dict[str, Any], results: list[dict[str, Any]],
-                  image_ids: list[int] | None = None, evaluator: str = "pycocotools") -> dict[str, Any]:
+                  image_ids: list[int] | None = None, evaluator: str = "pycocotools",
+                  category_ids: list[int] | None = None) -> dict[str, Any]:
     """pycocotools' twelve bbox numbers (keys ``STAT_NAMES``, in [0, 1]) plus ``per_class``
     (category id -> AP). ``results``: COCO entries ``{image_id, category_id, bbox [x, y, w, h],
-    score}``; ``image_ids`` restricts evaluation (default: all images of the ground truth).
-    ``evaluator``: ``"pycocotools"`` or ``"faster-coco-eval"`` (its C++ port, the same numbers)."""
+    score}``; ``image_ids`` / ``category_ids`` restrict evaluation (default: all images and categories
+    of the ground truth). ``evaluator``: ``"pycocotools"`` or ``"faster-coco-eval"`` (its C++ port, the
+    same numbers)."""
     COCO, COCOeval = _evaluator(evaluator)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
@@ -50,6 +55,8 @@ def coco_evaluate(ground_truth: str | os.PathLike | dict[str, Any], results: lis
         ev = COCOeval(gt, dt, "bbox")
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
+        if category_ids is not None:
+            ev.params.catIds = sorted(category_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -90,12 +97,77 @@ def validate_results(results: object, source: str = "results") -> list[dict[str,
     return results  # type: ignore[return-value]
 
 
+def normalize_name(name: str) -> str:
+    """A class name as names are compared: case, surrounding and repeated whitespace, ``_`` and ``-`` ignored."""
+    return " ".join(name.replace("_", " ").replace("-", " ").casefold().split())
+
+
+@dataclass(frozen=True)
+class ClassPairing:
+    """Model classes paired with dataset categories by name.
+
+    ``category_ids[k]``: the category id of model class k, or None where no category has its name (or one
+    of its prompts); ``unmatched_model`` / ``unmatched_categories``: names on one side only."""
+
+    category_ids: list[int | None]
+    unmatched_model: list[str]
+    unmatched_categories: list[str]
+    by_position: bool = False  # paired by order (``--classes`` with no name in common)
+
+    @property
+    def paired(self) -> list[int]:
+        return [c for c in self.category_ids if c is not None]
+
+    def describe(self) -> str:
+        n, total = len(self.paired), len(self.category_ids)
+        how = "by position (--classes order)" if self.by_position else "by name"
+        line = f"classes paired {how}: {n} of {total} model classes with {n} dataset categories"
+        if self.unmatched_model:
+            line += f"; model classes not in the dataset (their detections dropped): {self.unmatched_model[:10]}"
+        if self.unmatched_categories:
+            line += f"; dataset categories the model lacks (not evaluated): {self.unmatched_categories[:10]}"
+        return line
+
+
+def pair_classes(names: list[str], prompts: list[list[str]], categories: list[dict[str, Any]],
+                 source: str = "the dataset", by_position: bool = False) -> ClassPairing:
+    """Pair model classes (``names[k]``, with ``prompts[k]`` as synonyms) with ``categories`` (COCO
+    ``{id, name}``) by :func:`normalize_name`; a class's own name wins over another class's prompt.
+
+    No name in common raises, unless ``by_position`` (the user gave the order): then class k is the k-th
+    category by ascending id, and both lists must be as long."""
+    cats = sorted(categories, key=lambda c: c["id"])
+    by_name: dict[str, int] = {}
+    for c in cats:
+        key = normalize_name(str(c.get("name", "")))
+        if key in by_name:
+            raise YoloWorldError(f"{source}: categories {by_name[key]} and {c['id']} are both named {c.get('name')!r}")
+        by_name[key] = int(c["id"])
+    ids: list[int | None] = [by_name.get(normalize_name(n)) for n in names]
+    for k, synonyms in enumerate(prompts):  # then prompts, for categories no class is named after
+        taken = set(ids)
+        if ids[k] is None:
+            ids[k] = next((by_name[t] for t in map(normalize_name, synonyms) if by_name.get(t) not in (None, *taken)),
+                          None)
+    if not any(i is not None for i in ids):
+        if by_position and len(names) == len(cats):
+            return ClassPairing([int(c["id"]) for c in cats], [], [], by_position=True)
+        raise YoloWorldError(
+            f"no model class matches a category of {source} by name: model {names[:10]}, dataset "
+            f"{[c.get('name') for c in cats][:10]}; pass --classes (a class-text JSON in the order of the "
+            f"category ids) to pair them by position")
+    used = set(ids)
+    return ClassPairing(ids, [n for n, i in zip(names, ids, strict=True) if i is None],
+                        [str(c.get("name")) for c in cats if int(c["id"]) not in used])
+
+
 def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.PathLike,
-                      category_ids: list[int], batch_size: int = 8, progress: bool = True,
+                      category_ids: list[int | None], batch_size: int = 8, progress: bool = True,
                       evaluator: str = "pycocotools") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run ``detector`` over every image of the COCO ``ann`` (files under ``images_dir``) and score it.
 
-    ``category_ids[k]`` is the dataset id of vocabulary class k. Returns (results, metrics)."""
+    ``category_ids[k]`` is the dataset id of vocabulary class k (:func:`pair_classes`); classes mapped to
+    None are dropped, and only the categories some class maps to are evaluated. Returns (results, metrics)."""
     from pathlib import Path
 
     from tqdm import tqdm
@@ -113,10 +185,14 @@ def evaluate_detector(detector: Any, ann: dict[str, Any], images_dir: str | os.P
         chunk = records[start:start + batch_size]
         for (image_id, _), det in zip(chunk, detector.predict([p for _, p in chunk], batch_size=batch_size),
                                       strict=True):
-            results.extend(det.to_coco(image_id, category_ids))
+            keep = np.array([category_ids[c] is not None for c in det.class_id.tolist()], bool)
+            results.extend(det[keep].to_coco(image_id, category_ids) if len(det) else [])
         bar.update(len(chunk))
     bar.close()
-    return results, coco_evaluate(ann, results, evaluator=evaluator)
+    paired = [c for c in category_ids if c is not None]
+    cats = None if len(paired) == len(ann.get("categories", [])) else paired
+    return results, coco_evaluate(ann, results, evaluator=evaluator, category_ids=cats)
 
 
-__all__ = ["STAT_NAMES", "coco_evaluate", "evaluate_detector", "format_table", "validate_results"]
+__all__ = ["STAT_NAMES", "ClassPairing", "coco_evaluate", "evaluate_detector", "format_table", "normalize_name",
+           "pair_classes", "validate_results"]

@@ -18,7 +18,8 @@ ImageSource = Union[str, os.PathLike, np.ndarray]
 
 
 def expand_sources(source: ImageSource | Iterable[ImageSource]) -> list[str | np.ndarray]:
-    """A flat list of image paths and arrays; folders are expanded to their images (sorted)."""
+    """A flat list of image paths and arrays; folders are expanded to the images in them and in their
+    subfolders (sorted by path)."""
     if isinstance(source, (str, os.PathLike, np.ndarray)):
         items: list = [source]
     elif isinstance(source, Iterable):
@@ -35,7 +36,7 @@ def expand_sources(source: ImageSource | Iterable[ImageSource]) -> list[str | np
                              f"path, a folder or a numpy BGR image")
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not files:
                 raise ImageError(f"folder {str(path)!r} holds no images "
                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")

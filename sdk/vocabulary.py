@@ -55,23 +55,31 @@ def _validate(data: object, source: str) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Classes in label order; ``prompts[i]`` are class i's prompts, the first being its name."""
+    """Classes in label order; ``prompts[i]`` are class i's prompts. ``labels``: the class names results
+    and evaluation report (a dataset's category names, which its prompts need not start with); None:
+    each class's first prompt."""
 
     prompts: tuple[tuple[str, ...], ...]
     merge: PromptMerge = "first"
     pad_prompt: bool = False
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _validate([list(p) for p in self.prompts], source="vocabulary")
         if self.merge not in ("first", "mean", "max"):
             raise VocabularyError(f"prompt merge {self.merge!r}; expected 'first', 'mean' or 'max'")
+        if self.labels is not None and (len(self.labels) != len(self.prompts) or not all(
+                isinstance(n, str) and n.strip() for n in self.labels)):
+            raise VocabularyError(f"vocabulary: {len(self.prompts)} classes need as many non-empty class names; "
+                                  f"got {list(self.labels)[:10]}")
 
     @classmethod
-    def from_any(cls, classes: ClassesLike, merge: PromptMerge = "first",
-                 pad_prompt: bool = False) -> Vocabulary:
-        """From a Vocabulary, a class-text JSON path, ``"a,b,c"``, or a list of names / prompt lists."""
+    def from_any(cls, classes: ClassesLike, merge: PromptMerge = "first", pad_prompt: bool = False,
+                 labels: Sequence[str] | None = None) -> Vocabulary:
+        """From a Vocabulary, a class-text JSON path, ``"a,b,c"``, or a list of names / prompt lists;
+        ``labels`` (class names) default to a Vocabulary's own, else to the first prompts."""
         if isinstance(classes, Vocabulary):
-            return cls(classes.prompts, merge, pad_prompt)
+            return cls(classes.prompts, merge, pad_prompt, tuple(labels) if labels else classes.labels)
         if isinstance(classes, os.PathLike) or (
                 isinstance(classes, str) and classes.lower().endswith(".json")):
             data = read_class_texts(classes)
@@ -80,11 +88,12 @@ class Vocabulary:
                              source="classes string")
         else:
             data = _validate(list(classes) if classes is not None else None, source="classes")
-        return cls(tuple(tuple(p) for p in data), merge, pad_prompt)
+        return cls(tuple(tuple(p) for p in data), merge, pad_prompt, tuple(labels) if labels else None)
 
     @property
     def names(self) -> list[str]:
-        return [p[0] for p in self.prompts]
+        """Class names in label order: ``labels``, else the first prompts."""
+        return list(self.labels) if self.labels is not None else [p[0] for p in self.prompts]
 
     def __len__(self) -> int:
         return len(self.prompts)

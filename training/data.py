@@ -354,8 +354,10 @@ class DetectionDataset(_CocoImages):
         # A category name that is another class's prompt means the class-text JSON is out of order:
         # every box would be trained against the wrong text (official pain point: #146, #582).
         names = {int(c["id"]): c.get("name") for c in cats}
-        self.class_names = [names[cid] if isinstance(names[cid], str) else self.class_texts[label][0]
-                            for label, cid in enumerate(self.categories)]  # for the summary
+        # the summary's names, which checkpoints record and evaluation pairs classes by (a nameless
+        # category: its first prompt)
+        self.class_names = [n if isinstance(n := names[cid], str) and n.strip() else self.class_texts[label][0]
+                            for label, cid in enumerate(self.categories)]
         for label, cid in enumerate(self.categories):
             name = names[cid]
             if isinstance(name, str) and name not in self.class_texts[label]:

@@ -39,7 +39,7 @@ from sdk.model.config import VARIANTS, preset_name
 from . import distributed as D
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig, add_arguments, resolve, save_config
-from .data import AnyDataset, DataConfig, DetectionDataset, read_data
+from .data import AnyDataset, DataConfig, DetectionDataset, describe_data, read_data
 from .ema import ModelEMA
 from .engine import EpochContext, LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
 from .loss import YoloWorldLoss
@@ -96,6 +96,7 @@ class Run:
     data: DataConfig
     class_texts: list[list[str]]
     categories: list[int]
+    class_names: list[str]  # the dataset's category names, in label order
     train_ds: TrainDataset
     sampler: ResumableSampler
     val: tuple[DataLoader, DetectionDataset] | None
@@ -138,7 +139,7 @@ def run(cfg: TrainConfig, demo: bool = False) -> int:
                 return 130
     if r.main_proc:
         plot_curves(r.out, state.history)
-        summary(r.out, state, time.perf_counter() - t_start, demo)
+        summary(r.out, state, time.perf_counter() - t_start, demo, r.cfg.imgsz)
     return 0
 
 
@@ -172,6 +173,7 @@ def build_run(cfg: TrainConfig) -> Run:
             raise ValueError(f"the training set ({len(train_set)} images) gives fewer batches of {cfg.batch_size} "
                              f"per process than one optimiser step needs ({plan.accumulate})")
     if rank == 0:
+        print(describe_data(data, train_set, val_set))
         for message in warnings:
             print(f"warning: {message}", file=sys.stderr)
     ddp_model, raw_model, embedder = prepare_model(model, cfg, pretrained, data.class_texts, train_set, device,
@@ -187,7 +189,10 @@ def build_run(cfg: TrainConfig) -> Run:
         ema=ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None, device=device,
         amp=cfg.amp, accumulate=plan.accumulate, grad_clip=cfg.grad_clip, steps=plan.steps_per_epoch)
     categories = val_set.categories if val_set is not None else getattr(train_set, "categories", None)
+    # the names evaluation pairs classes by; a dataset without them (grounding only) has its first prompts
+    names = getattr(val_set if val_set is not None else train_set, "class_names", None)
     return Run(cfg, plan, out, rank == 0, data, data.class_texts, categories or list(range(len(data.class_texts))),
+               names or [ps[0] for ps in data.class_texts],
                train_ds, sampler, val, epoch)
 
 
@@ -400,7 +405,7 @@ def save(r: Run, state: LoopState, path: Path, resume: bool = True) -> None:
     e = r.epoch
     D.at(f"saving {path}")
     D.on_main(lambda: save_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state,
-                                               r.cfg.to_dict(), r.class_texts, r.categories,
+                                               r.cfg.to_dict(), r.class_texts, r.categories, r.class_names,
                                                with_resume_state=resume))
 
 
@@ -439,7 +444,7 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def summary(out: Path, state: LoopState, seconds: float, demo: bool) -> None:
+def summary(out: Path, state: LoopState, seconds: float, demo: bool, imgsz: int) -> None:
     val = [r for r in state.history if "mAP" in r]
     best = max(val, key=lambda r: r["mAP"]) if val else None
     print(f"done: {state.epoch} epochs in {seconds / 60:.1f} min"
@@ -449,8 +454,8 @@ def summary(out: Path, state: LoopState, seconds: float, demo: bool) -> None:
           f"curves {out / 'curves.png'}")
     ckpt = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
     images = out / "data" / "val" if demo else "IMAGES"
-    print(f"  next: yoloworld-predict {images} --weights {ckpt} --out {out / 'predict'}"
-          + (" --imgsz 256" if demo else ""))
+    print(f"  next: yoloworld-predict {images} --weights {ckpt} --out {out / 'predict'}  (the checkpoint "
+          f"records its size, {imgsz}, and its classes)")
     atomic_write_text(out / "summary.json",
                       json.dumps({"epochs": state.epoch, "minutes": seconds / 60, "best": best}, indent=1))
 

@@ -70,6 +70,9 @@ class Backend(Protocol):
     manifest: Manifest | None
     #: A checkpoint's stored vocabulary (one prompt list per class), else None.
     stored_vocabulary: list[list[str]] | None
+    #: A checkpoint's training input size and class names (the dataset's category names), else None.
+    stored_imgsz: int | None
+    stored_class_names: list[str] | None
     #: True when the vocabulary is an input (``set_text``); False for vocabulary-folded artifacts.
     open_vocabulary: bool
 

@@ -28,6 +28,7 @@ class ExportedBackend(ClosingBackend):
         self.open_vocabulary = self.manifest.open_vocabulary
         self.output_form = self.manifest.output_form
         self.stored_vocabulary = None
+        self.stored_imgsz, self.stored_class_names = None, None  # the manifest has both
         self.capacity = self.manifest.vocab_capacity if self.open_vocabulary else 0
         self.tokenizer = None
         self._embeddings: dict[str, np.ndarray] = {}

@@ -59,6 +59,7 @@ class TensorRTBackend(ClosingBackend):
         self.output_form = self.manifest.output_form
         self.precision = self.manifest.precision
         self.stored_vocabulary = None
+        self.stored_imgsz, self.stored_class_names = None, None  # the manifest has both
         trt = trt or import_tensorrt()
         check_engine_compatible(self.manifest, {"tensorrt": str(trt.__version__),
                                                 "gpu": dataclasses.asdict(current_gpu(index))})

@@ -34,6 +34,10 @@ class TorchBackend(ClosingBackend):
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(path, self.device)
         self.stored_vocabulary = self.meta.get("vocabulary")
+        # what training recorded (own checkpoints since the facts were stored; older ones and official
+        # releases: None, and the Detector falls back to the official 640 and the first prompts)
+        self.stored_imgsz: int | None = self.meta.get("imgsz")
+        self.stored_class_names: list[str] | None = self.meta.get("class_names")
         self.dtype = torch.float16 if half else torch.float32
         self.precision = "fp16" if half else "fp32"
         if half and self.device.type == "cpu":

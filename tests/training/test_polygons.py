@@ -48,8 +48,9 @@ def test_dataset_keeps_polygons_aligned_with_boxes(tmp_path):
     coco = {"images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 50}],
             "categories": [{"id": 1, "name": "thing"}], "annotations": anns}
     (tmp_path / "a.json").write_text(json.dumps(coco))
-    with pytest.warns(UserWarning, match="dropped 1"):
-        rec = DetectionDataset(tmp_path / "a.json", tmp_path / "img", [["thing"]], min_size=0).record(0)
+    ds = DetectionDataset(tmp_path / "a.json", tmp_path / "img", [["thing"]], min_size=0)
+    assert ds.report.count("dropped") == 1
+    rec = ds.record(0)
     assert len(rec.boxes) == 2 and rec.polygons[0][0].tolist() == [1, 2, 11, 2, 6, 12] and rec.polygons[1] is None
     anns[1]["segmentation"] = [[1, 2, 3]]
     (tmp_path / "a.json").write_text(json.dumps(coco))
