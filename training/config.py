@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
@@ -24,57 +24,86 @@ Recipe = Literal["auto", "official"]
 AmpMode = Literal["none", "fp16", "bf16"]
 
 
+def _opt(default: Any, help: str) -> Any:
+    """A TrainConfig field whose ``help`` is its ``--flag``'s help line (and says what the YAML key means).
+    Only immutable defaults: ruff's RUF009 cannot see through this call where the type is an alias."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every training option; ``python -m training.finetune --help`` lists them with these help lines."""
+
     # --- model ---
-    model: str | None = None  # preset without --weights: tiny, s (default), m, l, x; with it, a check
-    variant: str | None = None  # v2 (default), v1 (dual VL-PAN), efficient, efficient_l2; the same
-    weights: str | None = None  # official .pth or own .pt; its architecture wins over model/variant
-    mode: Mode = "full"  # full | efficient (efficient neck, no text encoder) | prompt (embeddings only)
+    model: str | None = _opt(None, "model size: tiny, s, m, l, x. Without --weights: the size trained from "
+                                   "scratch (default: tiny); with --weights: a check of the checkpoint's size")
+    variant: str | None = _opt(None, "architecture variant: v2 (default), v1 (dual VL-PAN), efficient, "
+                                     "efficient_l2; with --weights: a check, as --model")
+    weights: str | None = _opt(None, "starting weights: an official .pth or an own .pt (its architecture wins "
+                                     "over --model / --variant); none: train from scratch")
+    mode: Mode = _opt("full",  # noqa: RUF009 (a str)
+                      "what trains: full (everything but the text tower), efficient (efficient neck, no "
+                      "text encoder), prompt (the class embeddings only)")
     # --- data ---
-    data: str | None = None  # data YAML (COCO files), Ultralytics dataset YAML or VOC folder; None: the demo set
-    class_texts: str | None = None  # class-text JSON replacing the dataset's prompts (YOLO/VOC: their names)
-    imgsz: int = 640
-    workers: int | None = None  # None: min(4, cores per process)
-    num_texts: int | None = None  # text slots per image (RandomLoadText max_num_samples); None: min(80, classes)
-    close_mosaic: int = 10  # last epochs without mosaic
-    affine_scale: float | None = None  # None: 0.5 for tiny/s, 0.9 for m/l/x (official)
-    mixup_prob: float | None = None  # None: 0.15 for tiny/s/l/x, 0.1 for m (official)
-    pixel_noise_prob: float = 0.01  # each of blur, median blur, gray, CLAHE (official albumentations)
-    mask_refine: bool = True  # use segmentation polygons where the data has them (copy-paste, box refine)
-    copypaste_prob: float | None = None  # None: 0.3 for tiny/s/l/x, 0.1 for m (official; needs polygons)
-    min_area_ratio: float | None = None  # None: 0.01 with polygons (mask-refine configs), else 0.1
-    filter_empty_gt: bool = False
-    min_size: int = 32
+    data: str | None = _opt(None, "data YAML (COCO files), Ultralytics dataset YAML or VOC folder; "
+                                  "none: the generated demo set")
+    class_texts: str | None = _opt(None, "class-text JSON replacing the dataset's prompts "
+                                         "(YOLO/VOC: their class names)")
+    imgsz: int = _opt(640, "training and validation input size, pixels (a multiple of 32)")
+    workers: int | None = _opt(None, "data-loader workers per process; default: min(4, cores per process)")
+    num_texts: int | None = _opt(None, "text slots per image (the official RandomLoadText max_num_samples); "
+                                       "default: min(80, number of classes)")
+    close_mosaic: int = _opt(10, "train the last N epochs without mosaic")
+    affine_scale: float | None = _opt(None, "random-affine scale range 1 +- this; default: 0.5 for tiny/s, "
+                                            "0.9 for m/l/x (official)")
+    mixup_prob: float | None = _opt(None, "MixUp probability; default: 0.15 for tiny/s/l/x, 0.1 for m (official)")
+    pixel_noise_prob: float = _opt(0.01, "probability of each of blur, median blur, gray and CLAHE "
+                                         "(the official albumentations)")
+    mask_refine: bool = _opt(True, "use segmentation polygons where the data has them (copy-paste, "
+                                   "boxes refined by the affine)")
+    copypaste_prob: float | None = _opt(None, "copy-paste probability (needs polygons); default: 0.3 for "
+                                              "tiny/s/l/x, 0.1 for m (official)")
+    min_area_ratio: float | None = _opt(None, "drop a box the random affine leaves with less than this share of "
+                                              "its area; default: 0.01 with polygons (mask-refine configs), else 0.1")
+    filter_empty_gt: bool = _opt(False, "leave out training images without boxes")
+    min_size: int = _opt(32, "leave out training images whose shorter side is under this many pixels")
     # --- optimisation (None: derived, see training.schedule) ---
-    recipe: Recipe = "auto"  # auto: schedule fitted to the data; official: the COCO recipe's values as they are
-    epochs: int = 80
-    batch_size: int = 16  # per process
-    total_batch_size: int | None = None  # nominal batch (gradient accumulation); official 128
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float | None = None  # peak; official 2e-4 (AdamW) from pre-trained weights
-    momentum: float = 0.937  # SGD only
-    weight_decay: float = 0.05  # at total batch 64; scaled with the batch (YOLOv5 rule): 0.1 at 128
-    warmup_epochs: float = 3.0  # official warm-up: max(warmup_epochs, warmup_min_iters) ...
-    warmup_min_iters: int = 1000
-    warmup_iters: int | None = None  # ... in optimiser steps, as used (the auto recipe caps it at a tenth of the run)
-    lr_final: float = 0.01  # final lr = lr * lr_final, linear decay
-    grad_clip: float = 10.0
-    ema: bool = True
-    ema_momentum: float | None = None  # official 1e-4
-    ema_gamma: float | None = None  # official 2000
-    mask_padded_texts: bool = False  # official up to b1b09f2 trains '' paddings as negatives
+    recipe: Recipe = _opt("auto",  # noqa: RUF009 (a str)
+                          "auto: a schedule fitted to the data; official: the COCO recipe's values as they are")
+    epochs: int = _opt(80, "training epochs")
+    batch_size: int = _opt(16, "images per forward pass, per process")
+    total_batch_size: int | None = _opt(None, "nominal batch: images per optimiser step over all processes "
+                                              "(gradient accumulation); official 128")
+    optimizer: Literal["adamw", "sgd"] = _opt("adamw", "optimiser")
+    lr: float | None = _opt(None, "peak learning rate; official 2e-4 (AdamW) from pre-trained weights")
+    momentum: float = _opt(0.937, "SGD momentum (--optimizer sgd only)")
+    weight_decay: float = _opt(0.05, "weight decay at a nominal batch of 64, scaled with the batch "
+                                     "(YOLOv5 rule): 0.1 at 128")
+    warmup_epochs: float = _opt(3.0, "official warm-up: max(warmup epochs, --warmup-min-iters) steps")
+    warmup_min_iters: int = _opt(1000, "the least warm-up of the official rule, in optimiser steps")
+    warmup_iters: int | None = _opt(None, "warm-up in optimiser steps, as used (the auto recipe caps the "
+                                          "official rule at a tenth of the run)")
+    lr_final: float = _opt(0.01, "final learning rate as a fraction of the peak (linear decay)")
+    grad_clip: float = _opt(10.0, "clip the gradient norm to this (0: no clipping)")
+    ema: bool = _opt(True, "keep an exponential moving average of the weights (validated and saved)")
+    ema_momentum: float | None = _opt(None, "EMA momentum; official 1e-4")
+    ema_gamma: float | None = _opt(None, "EMA ramp-in, optimiser steps; official 2000")
+    mask_padded_texts: bool = _opt(False, "leave the padding text slots out of the loss (the official "
+                                          "code up to b1b09f2 trains '' paddings as negatives)")
     # --- run ---
-    amp: AmpMode = "none"
-    device: str = "auto"  # auto: cuda when available, else cpu
-    sync_bn: bool = False
-    val_interval: int = 5
-    seed: int = 0
-    dist_timeout: float = 1800.0  # seconds a multi-process collective waits for the slowest process, then fails
-    output: str = "runs/finetune"
-    resume: bool = False  # continue from OUTPUT/last.pt
-    max_steps_per_epoch: int = 0  # >0 truncates epochs (smoke tests)
-    stop_after_steps: int = 0  # >0: stop as if interrupted after this many optimiser steps (time-boxed runs)
+    amp: AmpMode = _opt("none",  # noqa: RUF009 (a str)
+                        "mixed precision: none, fp16 (CUDA) or bf16")
+    device: str = _opt("auto", "cpu, cuda or cuda:N; auto: cuda when available, else cpu")
+    sync_bn: bool = _opt(False, "synchronise batch-norm statistics across processes (torchrun)")
+    val_interval: int = _opt(5, "validate every N epochs (and every epoch once mosaic is closed)")
+    seed: int = _opt(0, "random seed")
+    dist_timeout: float = _opt(1800.0, "seconds a multi-process collective waits for the slowest process, "
+                                       "then fails")
+    output: str = _opt("runs/finetune", "output folder: checkpoints, config.yaml, metrics.csv, curves")
+    resume: bool = _opt(False, "continue from OUTPUT/last.pt")
+    max_steps_per_epoch: int = _opt(0, ">0: truncate each epoch to this many optimiser steps (smoke tests)")
+    stop_after_steps: int = _opt(0, ">0: stop as if interrupted after this many optimiser steps "
+                                    "(time-boxed runs)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +122,16 @@ DEMO = dict(model="tiny", data=None, imgsz=256, epochs=40, batch_size=8, output=
 
 SCHEDULE_KEY = "schedule"
 
+#: The size trained from scratch when neither ``--weights`` nor ``--model`` says. tiny, not S, because:
+#: what users of this field type first, Ultralytics' ``yolo train data=X``, trains its smallest model (n),
+#: and tiny is that scale (depth 0.33, width 0.25); from scratch the text tower is random and frozen, so
+#: it only gives each class a fixed code, and S's 63 M-parameter CLIP tower adds nothing but 250 MB to
+#: every checkpoint (2 epochs of S from scratch wrote a 305 MB best.pt and a 712 MB last.pt); and with the
+#: defaults tiny from scratch beats Ultralytics YOLO-World trained with its own on every set measured
+#: (README, Benchmarks). S and larger are one flag away (--model s) and pay off with a lot of data and a
+#: GPU; an open vocabulary needs --weights, whose checkpoint decides the architecture anyway.
+SCRATCH_MODEL = "tiny"
+
 #: Fields that training.schedule derives when they are left unset.
 DERIVED = ("workers", "num_texts", "total_batch_size", "lr", "warmup_iters", "ema_momentum", "ema_gamma")
 
@@ -107,20 +146,24 @@ def _arg_type(tp: Any) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """One ``--flag`` per TrainConfig field (defaults left as None: unset = not overriding)."""
+    """One ``--flag`` per TrainConfig field, its help the field's (defaults left as None: unset = not
+    overriding)."""
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         tp = hints[f.name]
         choices = [a for a in get_args(tp) if isinstance(a, str)] or None
-        default = "derived from the data (training/schedule.py)" if f.name in DERIVED else f.default
+        text = f.metadata["help"]
+        if "default:" not in text:
+            text += (" (default: derived from the data and the starting point, training/schedule.py)"
+                     if f.name in DERIVED else "" if f.default is None else f" (default: {f.default})")
+        text = text.replace("%", "%%")  # argparse formats help strings with %
         if tp is bool:
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default {default})")
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(name, type=_arg_type(tp), choices=choices, default=None,
-                                help=f"(default {default})")
-    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields")
+            parser.add_argument(name, type=_arg_type(tp), choices=choices, default=None, help=text)
+    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields (the options above, "
+                        "underscores for dashes; a run's config.yaml is one); options typed here win")
     return parser
 
 
@@ -142,7 +185,24 @@ def resolve(args: argparse.Namespace, demo: bool = False) -> TrainConfig:
         values.update(data)
     values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
                    if getattr(args, f.name, None) is not None})
+    if values.get("model") is None and values.get("weights") is None:
+        values["model"] = scratch_model(values)
     return TrainConfig(**values)
+
+
+def scratch_model(values: dict[str, Any]) -> str:
+    """The size to train from scratch when no ``--model`` is given: :data:`SCRATCH_MODEL`, except that a
+    resumed run keeps the size it started with (its ``config.yaml``; runs started before the default
+    was tiny recorded none, for S)."""
+    saved = Path(values.get("output", TrainConfig.output)) / "config.yaml"
+    if values.get("resume") and saved.is_file():
+        try:
+            old = yaml.safe_load(saved.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            old = {}  # the resume itself reports an unreadable run
+        if isinstance(old, dict) and old.get("weights") is None:
+            return str(old.get("model") or "s")
+    return SCRATCH_MODEL
 
 
 def save_config(cfg: TrainConfig, path: Path, schedule: dict[str, Any] | None = None) -> None:

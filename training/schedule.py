@@ -31,7 +31,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .config import TrainConfig, official_augmentation
+from .config import SCRATCH_MODEL, TrainConfig, official_augmentation
 
 OFFICIAL_NOMINAL_BATCH = 128
 MIN_STEPS_PER_EPOCH = 50
@@ -150,7 +150,27 @@ def resolve_config(cfg: TrainConfig, facts: RunFacts) -> tuple[TrainConfig, Sche
     defaults = {"affine_scale": affine, "mixup_prob": mixup, "copypaste_prob": copypaste,
                 "min_area_ratio": 0.01 if facts.has_polygons else 0.1}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
-    return resolve_schedule(cfg, facts.train_images, facts.num_classes, facts.world, facts.pretrained, facts.cores)
+    cfg, schedule, warnings = resolve_schedule(cfg, facts.train_images, facts.num_classes, facts.world,
+                                               facts.pretrained, facts.cores)
+    note = scratch_note(cfg, facts)
+    return cfg, schedule, ([note] if note else []) + warnings
+
+
+def scratch_note(cfg: TrainConfig, facts: RunFacts) -> str | None:
+    """What a run on the user's data without ``--weights`` trains, said before it starts: which model,
+    and that its prompts come from an untrained text tower (a closed vocabulary). None for runs from
+    pre-trained weights and for the demo, which is from scratch by design and says so."""
+    if facts.pretrained or cfg.data is None:
+        return None
+    size = facts.arch_size.upper() if facts.arch_size != "tiny" else "tiny"
+    smaller = "" if facts.arch_size == "tiny" else (
+        "; or --model tiny, a nano-scale model that trains faster and writes checkpoints a seventh the size")
+    return (f"no --weights: training the {size} model from scratch (--model; {SCRATCH_MODEL} when not given). "
+            f"Every weight starts random, the text tower's too, and it stays frozen: the class prompts become "
+            f"fixed random codes, so the model learns these {facts.num_classes} classes only (a closed "
+            f"vocabulary) and will not understand other prompts. For an open-vocabulary detector, which also "
+            f"learns faster, fine-tune an official checkpoint: --weights "
+            f"yolo_world_v2_s_obj365v1_goldg_pretrain-55b943ea.pth (README, Fine-tune){smaller}")
 
 
 def _warnings(s: Schedule, train_images: int, cfg: TrainConfig) -> list[str]:
@@ -167,4 +187,4 @@ def _warnings(s: Schedule, train_images: int, cfg: TrainConfig) -> list[str]:
 
 
 __all__ = ["RunFacts", "Schedule", "batch_scaled_weight_decay", "cores_per_process", "resolve_config",
-           "resolve_schedule"]
+           "resolve_schedule", "scratch_note"]
