@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -240,12 +241,12 @@ def variants(path: str, device: str, backends: Sequence[str | None], precisions:
 
 
 def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "cpu", images: str | None = None,
-        count: int = 16, warmup: int = 1, repeats: int = 3, classes: str | None = None, imgsz: int = 640,
+        count: int = 16, warmup: int = 1, repeats: int = 3, classes: str | None = None, imgsz: int | None = None,
         runtime: RuntimeOptions | None = None, log: Callable[[str], Any] = print,
         backends: Sequence[str | None] = (None,), precisions: Sequence[str | None] = (None,),
         letterboxes: Sequence[str] = ("auto",)) -> dict[str, Any]:
     """Benchmark every model at every batch size under every :func:`variants` setting; returns the report
-    (see the module docstring)."""
+    (see the module docstring). ``imgsz`` None: each model's own size."""
     rows = []
     runtime = runtime or RuntimeOptions()
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,17 +277,21 @@ def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "c
             "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="yoloworld-bench", description=__doc__.splitlines()[0])
+def bench_parser() -> argparse.ArgumentParser:
+    # the docstring's first line without its RST ``literal`` markup
+    p = argparse.ArgumentParser(prog="yoloworld-bench", description=re.sub(r"``([^`]*)``", r"\1",
+                                                                           __doc__.splitlines()[0]))
     p.add_argument("models", nargs="+", help="exported .onnx / .engine, or a checkpoint (.pt/.pth, needs torch)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes, one row each (default 1 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--images", help="an image folder (default: synthetic JPEGs)")
     p.add_argument("--count", type=int, default=16, help="images per end-to-end pass")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed ones (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes; min / median / max over them (default 3)")
     p.add_argument("--classes", help="checkpoints only: class names or a class-text JSON")
-    p.add_argument("--imgsz", type=int, default=640, help="checkpoints only (exports carry their size)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="network input size, a multiple of 32; default: the size the model was trained or "
+                        "exported at (640 for official checkpoints)")
     p.add_argument("--backend", nargs="+", default=[None], choices=("openvino", "onnxruntime", "tensorrt", "torch"),
                    help="one row set per backend (default: the automatic choice)")
     p.add_argument("--precision", nargs="+", default=[None], choices=("fp32", "bf16", "fp16"),
@@ -299,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda-graphs", action="store_true", help="TensorRT: replay CUDA graphs")
     p.add_argument("--half", action="store_true", help="checkpoints: float16 PyTorch (CUDA)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON; .md and .png beside it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser()
     args = p.parse_args(argv)
     if min(args.batch) < 1 or args.repeats < 1 or args.warmup < 0 or args.count < 1:
         p.error("--batch, --repeats and --count must be >= 1 and --warmup >= 0")

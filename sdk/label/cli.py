@@ -21,17 +21,22 @@ def label_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint (.pth/.pt) or export (.onnx/.engine)")
     p.add_argument("--classes", help='"person,car" or a class-text JSON; default: the model\'s vocabulary')
     p.add_argument("--out", required=True, help="output folder (results are kept in OUT/shards for reruns)")
-    p.add_argument("--format", choices=("coco", "yolo"), default="coco")
+    p.add_argument("--format", choices=("coco", "yolo"), default="coco",
+                   help="label files written: COCO JSON or YOLO txt, each with a data.yaml (default coco)")
     p.add_argument("--conf", default="0.25", help='score threshold: "0.25", or per class "person=0.3,car=0.4" '
                                                   '(others 0.25), or both "0.2,person=0.3"')
     p.add_argument("--min-size", type=float, default=2.0, help="smallest box side kept, pixels (default 2)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one label per object)")
-    p.add_argument("--iou", type=float, default=0.7)
-    p.add_argument("--max-det", type=int, default=300)
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
+    p.add_argument("--max-det", type=int, default=300, help="most boxes kept per image (default 300)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="network input size, a multiple of 32; default: the size the model was trained or "
+                        "exported at (640 for official checkpoints)")
+    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first",
+                   help="classes with several prompts: score by the first prompt's embedding, their mean "
+                        "embedding, or the best-scoring prompt (default first)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (in-process; Ray: see --num-gpus)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of images (chosen by a hash of the path) written as the val split")
     p.add_argument("--key", choices=("stat", "hash"), default="stat",

@@ -24,12 +24,12 @@ class LabelSettings:
     class_texts: one prompt list per class (None: the model's own vocabulary). conf: the detector's score
     floor, the lowest per-class threshold (the thresholds themselves apply when the labels are written,
     so raising one needs no rerun). threads: inference threads per worker (None: the runtime's default).
-    backend / precision / rect: as ``Detector``'s (None: automatic).
+    imgsz / backend / precision / rect: as ``Detector``'s (None: the model's own size; automatic).
     """
 
     weights: str
     class_texts: tuple[tuple[str, ...], ...] | None = None
-    imgsz: int = 640
+    imgsz: int | None = None
     conf: float = 0.25
     iou: float = 0.7
     max_det: int = 300
