@@ -157,6 +157,8 @@ def build_run(cfg: TrainConfig) -> Run:
     device = torch.device(f"cuda:{local}" if device_name.startswith("cuda") and world > 1 else device_name)
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs CUDA; on CPU use --amp bf16 or none")
+    if cfg.sync_bn and world > 1 and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only); drop it on CPU")
     out = Path(cfg.output)
     D.at("checking the output folder and the data")
     D.on_main(lambda: check_can_create(out))  # before any work; the folder itself is made when training starts
