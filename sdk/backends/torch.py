@@ -1,4 +1,17 @@
-"""PyTorch backend: the only runtime path that imports torch (and ``sdk.model``), on open."""
+"""PyTorch backend: the only runtime path that imports torch (and ``sdk.model``), on open.
+
+CPU performance (issue 21; ``benchmarks/torch_cpu_batch.py`` -> ``benchmarks/results/torch_cpu_batch.json``,
+the demo model, 2 cores): batching is not what costs. Per image, batch 8 computes less than batch 1 (one
+thread: 21-24 against 28-33 ms) and post-processing takes 0.4-1 ms either way. What made batch 8 look
+3x slower than batch 1 is PyTorch's intra-op threads on cores shared with other processes: every
+operator is an OpenMP parallel region whose threads wait for each other, so while another process
+holds a core each of the hundreds of regions in a forward waits for a time slice, and per-image times
+swing from 45 ms to 2.7 s, either way between batch sizes (one such run: batch 1 109 ms, batch 8 325
+ms). Where the cores are shared, pass ``RuntimeOptions(intra_op_threads=1)`` (label and bench:
+``--threads 1``): 20-33 ms, steady. On the CPU the network runs channels-last (NHWC), the layout
+oneDNN's convolutions use, so no layer's input is reordered: with both threads, batch 1 24-32 -> 20-22
+ms and batch 8 18-20 -> 11-13 ms per image.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +46,9 @@ class TorchBackend(ClosingBackend):
         self._torch = torch
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(path, self.device)
+        # NHWC on the CPU: oneDNN's native layout (see the module docstring); CUDA keeps NCHW
+        self._memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model = self.model.to(memory_format=self._memory_format)
         self.stored_vocabulary = self.meta.get("vocabulary")
         # what training recorded (own checkpoints since the facts were stored; older ones and official
         # releases: None, and the Detector falls back to the official 640 and the first prompts)
@@ -63,13 +79,19 @@ class TorchBackend(ClosingBackend):
             raise RuntimeError("no vocabulary set")
         with torch.inference_mode():
             # cast after the copy: float32 crosses to the GPU, the cast runs there
-            out = self.model(torch.from_numpy(images).to(self.device).to(self.dtype), self._text)
-        res = {f"cls_logits_{i}": t.float().cpu().numpy() for i, t in enumerate(out.cls_logits)}
-        res.update({f"box_dists_{i}": t.float().cpu().numpy() for i, t in enumerate(out.box_dists)})
+            x = torch.from_numpy(images).to(self.device).to(self.dtype)
+            out = self.model(x.contiguous(memory_format=self._memory_format), self._text)
+        # (B, C, H, W) C-ordered numpy, whatever layout the network computed in
+        res = {f"cls_logits_{i}": _numpy(t) for i, t in enumerate(out.cls_logits)}
+        res.update({f"box_dists_{i}": _numpy(t) for i, t in enumerate(out.box_dists)})
         return res
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return np.ascontiguousarray(t.float().cpu().numpy())
 
 
 def encode_texts(model: Any, stored: dict[str, Any] | None, texts: list[str]) -> np.ndarray:
