@@ -217,6 +217,18 @@ def test_terminate_as_interrupt_defers_a_signal_during_cleanup():
         signal.signal(signal.SIGTERM, before)
 
 
+def test_imgsz_unset_is_the_size_the_model_was_exported_at(label_collection_fixture):
+    from sdk.label.cli import label_parser
+    from sdk.label.worker import LabelWorker
+
+    fx = label_collection_fixture
+    args = label_parser().parse_args([str(fx.photos), "--weights", str(fx.model), "--out", "x"])
+    assert args.imgsz is None
+    worker = LabelWorker(LabelSettings(str(fx.model), imgsz=args.imgsz, backend="onnxruntime", threads=1))
+    assert worker.detector.imgsz == 160  # the fixture's export, not 640
+    worker.close()
+
+
 def test_yolo_output_reads_back_as_the_coco_labels(label_collection_fixture, tmp_path):
     from sdk.datasets import read_yolo
 

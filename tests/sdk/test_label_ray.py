@@ -131,3 +131,27 @@ def records_by_name(fx, out: Path) -> dict[str, dict]:
     settings = LabelSettings(str(fx.model), **{**SETTINGS, "batch_size": 1})
     label_collection(LabelJob((str(fx.photos),), str(out), settings, progress=False))
     return {f"{Path(p).parent.name}_{Path(p).name}": r for p, r in records(out).items()}
+
+
+def test_sigterm_on_ray_keeps_the_results_and_a_rerun_finishes(label_collection_fixture, tmp_path):
+    """The CLI with --ray (its own local Ray, or the one already running here) sent SIGTERM mid-run: the
+    results received are flushed, Ray is let go, it exits 143; a rerun gives every image one result."""
+    from sdk.label.cli import label_main
+    from tests.sdk.test_label import run_cli_until
+
+    fx = label_collection_fixture
+    out = tmp_path / "out"
+    args = [str(fx.photos), "--weights", str(fx.model), "--out", str(out), "--imgsz", "160", "--batch-size", "1",
+            "--backend", "onnxruntime", "--threads", "1", "--shard-size", "1000", "--ray", "--actors", "1",
+            "--contact-sheet", "0"]
+    proc, _ = run_cli_until(args, done=4, total=65)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(120) == 143, err[-3000:]
+    assert "terminated (SIGTERM); the results so far are kept" in err
+    kept = records(out)  # fails on an image with two results
+    assert 4 <= len(kept) < 65, f"{len(kept)} results kept"
+    assert label_main(args) == 0
+    got = records(out)
+    assert sorted(got) == sorted([*fx.good, fx.broken])  # every image exactly once
+    assert all(got[p] == r for p, r in kept.items())  # the kept results are used, not made again
