@@ -52,7 +52,7 @@ from .transforms import TrainDataset, TrainTransform, ValDataset, collate, val_c
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = add_arguments(argparse.ArgumentParser(prog="python -m training.finetune",
-                                                   description=__doc__.splitlines()[0]))
+                                                   description=__doc__.splitlines()[0].replace("``", "")))
     args = parser.parse_args(argv)
     demo = len(argv) == 0 or (args.data is None and args.weights is None and args.config is None)
     try:
