@@ -1,6 +1,6 @@
 """PyTorch backend: the only runtime path that imports torch (and ``sdk.model``), on open.
 
-CPU performance (issue 21; ``benchmarks/torch_cpu_batch.py`` -> ``benchmarks/results/torch_cpu_batch.json``,
+CPU performance (``benchmarks/torch_cpu_batch.py`` -> ``benchmarks/results/torch_cpu_batch.json``,
 the demo model, 2 cores): batching is not what costs. Per image, batch 8 computes less than batch 1 (one
 thread: 21-24 against 28-33 ms) and post-processing takes 0.4-1 ms either way. What made batch 8 look
 3x slower than batch 1 is PyTorch's intra-op threads on cores shared with other processes: every
