@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 from pathlib import Path
 
+from sdk.cli import IMGSZ_HELP, plain
 from sdk.detector import OFFICIAL_IMGSZ
 from sdk.errors import YoloWorldError
 from sdk.manifest import NmsSettings
@@ -29,7 +29,7 @@ from .verify import DEFAULT_TOLERANCE
 def parser() -> argparse.ArgumentParser:
     summary, examples = __doc__.split("\n\n")[:2]
     p = argparse.ArgumentParser(prog="yoloworld-export", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description=re.sub(r"``([^`]*)``", r"\1", summary) + "\n\n" + examples)
+                                description=plain(summary) + "\n\n" + examples)
     p.add_argument("--weights", required=True, help="official .pth or own .pt checkpoint")
     p.add_argument("--classes", help='"person,car" or a class-text JSON; default: the checkpoint\'s vocabulary')
     p.add_argument("--engine", choices=("onnx", "trt", "triton"), default="onnx",
@@ -45,9 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-cache", help="calibration cache file (reused when it matches)")
     p.add_argument("--int8-activations", choices=("int8", "uint8"), default="int8",
                    help="int8: symmetric, what TensorRT needs; uint8: what ONNX Runtime's x86 kernels run fast")
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="network input size, a multiple of 32; default: the size the model was trained or "
-                        "exported at (640 for official checkpoints)")
+    p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--batch", type=int, default=32, help="largest batch the artifact accepts (dynamic axis)")
     p.add_argument("--opt-batch", type=int, default=8, help="TensorRT profile's optimal batch")

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text, check_can_create
 from .backends.base import RuntimeOptions
+from .cli import IMGSZ_HELP, plain
 from .detector import Detector
 from .images import expand_sources, load
 from .preprocess import preprocess
@@ -278,9 +278,7 @@ def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "c
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    # the docstring's first line without its RST ``literal`` markup
-    p = argparse.ArgumentParser(prog="yoloworld-bench", description=re.sub(r"``([^`]*)``", r"\1",
-                                                                           __doc__.splitlines()[0]))
+    p = argparse.ArgumentParser(prog="yoloworld-bench", description=plain(__doc__.splitlines()[0]))
     p.add_argument("models", nargs="+", help="exported .onnx / .engine, or a checkpoint (.pt/.pth, needs torch)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes, one row each (default 1 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
@@ -289,9 +287,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed passes before the timed ones (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes; min / median / max over them (default 3)")
     p.add_argument("--classes", help="checkpoints only: class names or a class-text JSON")
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="network input size, a multiple of 32; default: the size the model was trained or "
-                        "exported at (640 for official checkpoints)")
+    p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
     p.add_argument("--backend", nargs="+", default=[None], choices=("openvino", "onnxruntime", "tensorrt", "torch"),
                    help="one row set per backend (default: the automatic choice)")
     p.add_argument("--precision", nargs="+", default=[None], choices=("fp32", "bf16", "fp16"),

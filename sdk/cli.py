@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,15 @@ import cv2
 from .atomic import atomic_path, atomic_write_text, check_can_create, staged_dir
 from .backends.base import RuntimeOptions
 from .errors import YoloWorldError
+
+#: ``--imgsz`` as every command that runs or exports a model takes it.
+IMGSZ_HELP = ("network input size, a multiple of 32; default: the size the model was trained or exported at "
+              "(640 for official checkpoints)")
+
+
+def plain(text: str) -> str:
+    """Docstring text as a ``--help`` description: RST ``literal`` markup dropped."""
+    return re.sub(r"``([^`]*)``", r"\1", text)
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -43,9 +53,7 @@ def predict_parser() -> argparse.ArgumentParser:
 
 def add_size_args(p: argparse.ArgumentParser) -> None:
     """``--imgsz`` and ``--iou``, as every command that runs a model takes them."""
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="network input size, a multiple of 32; default: the size the model was trained or "
-                        "exported at (640 for official checkpoints)")
+    p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
 
 

@@ -145,10 +145,10 @@ def pair_classes(names: list[str], prompts: list[list[str]], categories: list[di
         by_name[key] = int(c["id"])
     ids: list[int | None] = [by_name.get(normalize_name(n)) for n in names]
     for k, synonyms in enumerate(prompts):  # then prompts, for categories no class is named after
-        taken = set(ids)
         if ids[k] is None:
-            ids[k] = next((by_name[t] for t in map(normalize_name, synonyms) if by_name.get(t) not in (None, *taken)),
-                          None)
+            taken = set(ids)
+            free = (by_name[t] for t in map(normalize_name, synonyms) if t in by_name and by_name[t] not in taken)
+            ids[k] = next(free, None)
     if not any(i is not None for i in ids):
         if by_position and len(names) == len(cats):
             return ClassPairing([int(c["id"]) for c in cats], [], [], by_position=True)

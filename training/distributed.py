@@ -180,11 +180,6 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

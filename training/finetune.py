@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sdk.atomic import atomic_path, atomic_write_text, check_can_create
+from sdk.cli import plain
 from sdk.errors import CheckpointError, YoloWorldError
 from sdk.model import STRIDES, YoloWorld, build_model, get_config, load_official_state_dict
 from sdk.model.checkpoint import load_checkpoint_with_meta, to_official_state_dict
@@ -52,7 +53,7 @@ from .transforms import TrainDataset, TrainTransform, ValDataset, collate, val_c
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = add_arguments(argparse.ArgumentParser(prog="python -m training.finetune",
-                                                   description=__doc__.splitlines()[0].replace("``", "")))
+                                                   description=plain(__doc__.splitlines()[0])))
     args = parser.parse_args(argv)
     demo = len(argv) == 0 or (args.data is None and args.weights is None and args.config is None)
     try:

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from ..cli import IMGSZ_HELP
 from ..errors import YoloWorldError
 from .termination import Terminated
 
@@ -29,9 +30,7 @@ def label_parser() -> argparse.ArgumentParser:
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one label per object)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
     p.add_argument("--max-det", type=int, default=300, help="most boxes kept per image (default 300)")
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="network input size, a multiple of 32; default: the size the model was trained or "
-                        "exported at (640 for official checkpoints)")
+    p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
     p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first",
                    help="classes with several prompts: score by the first prompt's embedding, their mean "
                         "embedding, or the best-scoring prompt (default first)")
