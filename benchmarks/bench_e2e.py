@@ -21,15 +21,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cli import markdown, run, write_report  # noqa: E402
 from benchmarks.bench_onnx_precision import build  # noqa: E402
-from sdk.benchmark import markdown, run, write_report  # noqa: E402
 
 
 def main() -> None:
     import cv2
 
+    from benchmarks.common import synthetic_bgr
     from export.pipeline import ExportOptions, export_artifact
-    from sdk.benchmark import synthetic_bgr
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--imgsz", type=int, default=640)

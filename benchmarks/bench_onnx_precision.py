@@ -36,9 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name  # noqa: E402
+from benchmarks.common import cpu_name, synthetic_bgr  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
-from sdk.benchmark import synthetic_bgr  # noqa: E402
 
 
 def cpu_flags() -> list[str]:
@@ -58,9 +57,9 @@ def build(imgsz: int, size: str = "s"):
     import torch
 
     from sdk.model import build_model, get_config
-    from sdk.model.calibrate import calibrate_random_model
     from sdk.preprocess import preprocess
     from sdk.vocabulary import Vocabulary
+    from tests.calibrate import calibrate_random_model
 
     torch.manual_seed(0)
     model = build_model(get_config(size, "v2")).eval()

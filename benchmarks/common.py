@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sdk.benchmark import cpu_name
+from bench.cli import cpu_name, synthetic_bgr  # noqa: F401  (the benchmarks import both from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 

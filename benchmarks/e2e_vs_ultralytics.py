@@ -85,7 +85,7 @@ def worker_ours(path: str, backend: str, precision: str, rect: str, photo: str) 
 def make_photo(path: Path) -> None:
     import cv2
 
-    from sdk.benchmark import synthetic_bgr
+    from benchmarks.common import synthetic_bgr
 
     img = cv2.resize(synthetic_bgr(1, 3, 720)[0], (1280, 720), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -96,8 +96,8 @@ def export_ours(work: Path) -> dict[str, Path]:
     import cv2
 
     from benchmarks.bench_onnx_precision import build
+    from benchmarks.common import synthetic_bgr
     from export.pipeline import ExportOptions, export_artifact
-    from sdk.benchmark import synthetic_bgr
 
     model, vocab, emb = build(640)
     calib = work / "calib"
@@ -202,7 +202,7 @@ def main() -> None:
                 w.wait(timeout=60)
     report = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "cpu": cpu_name(), "threads": THREADS,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "photo": args.image.name if args.image else "generated 1280x720 (sdk.benchmark.synthetic_bgr, seed 3)",
+              "photo": args.image.name if args.image else "generated 1280x720 (bench.cli.synthetic_bgr, seed 3)",
               "settings": {"blocks": args.blocks, "per_block": args.per_block, "warmup": args.warmup, "conf": 0.25},
               "versions": versions(peer_python), "results": results}
     best = min((r["median_ms"], n) for n, r in results.items() if n.startswith("ours"))

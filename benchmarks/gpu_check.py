@@ -5,7 +5,7 @@ Sections, in order of importance, each recorded even when a later one fails:
 - ``forward``: PyTorch CUDA forward throughput (fp32, fp16) of S and L at 640, batch 1 and 32;
 - ``train_step``: one AMP training step of S (fp16 with a gradient scaler, and bf16);
 - ``predict``: ``Detector.predict`` on the PyTorch backend, fp32 and fp16 (``RuntimeOptions(half=True)``),
-  S and L, batch 1 and 32, model-only and end to end from JPEG files (``sdk.benchmark.run``; its JSON,
+  S and L, batch 1 and 32, model-only and end to end from JPEG files (``bench.cli.run``; its JSON,
   markdown and plot are written beside ``--out`` as ``gpu_predict_torch.*``);
 - ``parity``: the same model's raw outputs on the CPU (float32) and on the GPU (float32, float16);
 - ``finetune``: ``python -m training.finetune`` under torchrun for 2 epochs with fp16 AMP (needs
@@ -166,9 +166,9 @@ def save_checkpoints(cfg: Settings, tmp: Path) -> list[str]:
 
 
 def predict(cfg: Settings, out: Path) -> dict:
-    """``sdk.benchmark.run`` over the PyTorch backend in fp32 and fp16; report files beside ``out``."""
+    """``bench.cli.run`` over the PyTorch backend in fp32 and fp16; report files beside ``out``."""
+    from bench.cli import run, write_report
     from sdk.backends.base import RuntimeOptions
-    from sdk.benchmark import run, write_report
 
     rows: list[dict] = []
     report: dict = {}
@@ -192,9 +192,9 @@ def parity(cfg: Settings) -> dict:
     the largest reference value, and the detections per image (conf 0.25). Random weights amplify
     rounding (see tests/sdk/test_detector.py for fine-tuned ones); on CUDA, float32 convolutions run
     in TF32 where PyTorch allows it (recorded)."""
+    from benchmarks.common import synthetic_bgr
     from sdk import Detector
     from sdk.backends.base import RuntimeOptions
-    from sdk.benchmark import synthetic_bgr
     from sdk.preprocess import preprocess
 
     images = synthetic_bgr(4, 5, cfg.imgsz)
@@ -317,10 +317,10 @@ def deployment(cfg: Settings) -> dict:
     import onnxruntime as ort
 
     from benchmarks.bench_onnx_precision import build
+    from benchmarks.common import synthetic_bgr
     from export.onnx_export import export_onnx
     from sdk.backends.base import RuntimeOptions
     from sdk.backends.onnxruntime import OnnxRuntimeBackend
-    from sdk.benchmark import synthetic_bgr
     from sdk.preprocess import preprocess
 
     on_gpu = cfg.device.startswith("cuda")

@@ -42,9 +42,9 @@ CONFIGS = {"in-process": ("local", 0, CPUS), "Ray, 1 actor": ("ray", 1, CPUS), "
 
 def worker(model: str, images: str, engine: str, actors: int, threads: int) -> None:
     """One measured run over ``images`` (a folder or a manifest); prints a JSON line."""
-    from sdk.label.engine import in_process_batches, plan_actors, ray_batches
-    from sdk.label.sources import list_sources
-    from sdk.label.worker import LabelSettings
+    from labeling.engine import in_process_batches, plan_actors, ray_batches
+    from labeling.sources import list_sources
+    from labeling.worker import LabelSettings
 
     t0 = time.perf_counter()  # from the start of the work: Ray's start-up and the model loads count
     todo = list_sources([images])
@@ -68,8 +68,8 @@ def make_inputs(work: Path, count: int, small: int) -> tuple[Path, Path, Path]:
     import cv2
 
     from benchmarks.bench_onnx_precision import build
+    from benchmarks.common import synthetic_bgr
     from export.pipeline import ExportOptions, export_artifact
-    from sdk.benchmark import synthetic_bgr
 
     images = work / "images"
     images.mkdir()

@@ -22,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, repo_path  # noqa: E402
+from benchmarks.common import cpu_name, repo_path, synthetic_bgr  # noqa: E402
 from sdk import Detector  # noqa: E402
-from sdk.benchmark import synthetic_bgr  # noqa: E402
 from sdk.images import expand_sources, load  # noqa: E402
 
 STAGES = ("preprocess", "inference", "postprocess")
-SYNTHETIC = "synthetic (sdk.benchmark.synthetic_bgr, seed 7)"
+SYNTHETIC = "synthetic (bench.cli.synthetic_bgr, seed 7)"
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -24,8 +24,8 @@ def make_official_state_dict(size: str = "tiny", variant: str = "v2", seed: int 
     import torch
 
     from sdk.model import build_model, get_config, load_official_state_dict, to_official_state_dict
-    from sdk.model.calibrate import calibrate_random_model
     from sdk.preprocess import preprocess
+    from tests.calibrate import calibrate_random_model
 
     with torch.device("meta"):
         shapes = official_shapes(build_model(get_config(size, variant)))

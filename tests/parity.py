@@ -187,6 +187,6 @@ def assert_identical_detections(a, b) -> None:
     np.testing.assert_array_equal(a.class_id, b.class_id)
     np.testing.assert_array_equal(a.confidence, b.confidence)
     np.testing.assert_array_equal(a.xyxy, b.xyxy)
-# Labeling records (``sdk.label``) round scores to 1e-5 and boxes to 1e-3 px: the same runtime in two
+# Labeling records (``labeling``) round scores to 1e-5 and boxes to 1e-3 px: the same runtime in two
 # processes (in-process vs a Ray actor), within one rounding unit of each other.
 LABEL_SCORE_ATOL, LABEL_BOX_ATOL = SAME_RUNTIME_SCORE_ATOL + 1e-5, SAME_RUNTIME_BOX_ATOL + 1e-3

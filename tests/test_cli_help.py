@@ -21,8 +21,8 @@ PARSERS = [
     ("yoloworld-eval", "sdk.cli:eval_parser"),
     ("yoloworld-data", "sdk.cli:data_parser"),
     ("yoloworld-export", "export.main:parser"),
-    ("yoloworld-label", "sdk.label.cli:label_parser"),
-    ("yoloworld-bench", "sdk.benchmark:bench_parser"),
+    ("yoloworld-label", "labeling.cli:label_parser"),
+    ("yoloworld-bench", "bench.cli:bench_parser"),
     ("python -m training.finetune", "tests.test_cli_help:_finetune_parser"),
 ]
 
@@ -32,8 +32,8 @@ MAINS = [
     ("yoloworld-eval", "sdk.cli:eval_main"),
     ("yoloworld-data", "sdk.cli:data_main"),
     ("yoloworld-export", "export.main:main"),
-    ("yoloworld-label", "sdk.label.cli:label_main"),
-    ("yoloworld-bench", "sdk.benchmark:main"),
+    ("yoloworld-label", "labeling.cli:label_main"),
+    ("yoloworld-bench", "bench.cli:main"),
     ("python -m training.finetune", "training.finetune:main"),
 ]
 
@@ -65,7 +65,7 @@ IMGSZ_HELP = ("network input size, a multiple of 32; default: the size the model
               "(640 for official checkpoints)")
 
 
-@pytest.mark.parametrize("target", ["export.main:parser", "sdk.label.cli:label_parser", "sdk.benchmark:bench_parser"])
+@pytest.mark.parametrize("target", ["export.main:parser", "labeling.cli:label_parser", "bench.cli:bench_parser"])
 def test_imgsz_defaults_to_the_models_own_size(target):
     parser = _load(target)()
     imgsz = next(a for a in parser._actions if "--imgsz" in a.option_strings)

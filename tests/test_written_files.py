@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.cli import main as bench_main
 from export.main import main as export_main
-from sdk.benchmark import main as bench_main
 from sdk.cli import eval_main, predict_main
 from training.finetune import main as finetune_main
 from training.synthetic import make_shapes_dataset

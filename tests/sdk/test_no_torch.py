@@ -19,7 +19,7 @@ def test_import_with_torch_blocked():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['open_clip'] = None\n"
             "import sdk, sdk.detector, sdk.postprocess, sdk.preprocess, sdk.nms, sdk.cli, sdk.backends.onnxruntime\n"
             "import sdk.backends.openvino, sdk.backends.exported\n"
-            "import sdk.label, sdk.label.cli, sdk.label.run, sdk.label.engine, sdk.label.report\n"
+            "import labeling, labeling.cli, labeling.run, labeling.engine, labeling.report\n"
             "import sdk.backends.tensorrt, sdk.backends.cuda, sdk.backends.trt_env\n"
             "import numpy as np\n"
             "boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10]], np.float32)\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.label import LabelJob, LabelSettings, label_collection
+from labeling import LabelJob, LabelSettings, label_collection
 from tests.parity import LABEL_BOX_ATOL, LABEL_SCORE_ATOL
 
 ray = pytest.importorskip("ray")
@@ -136,8 +136,8 @@ def records_by_name(fx, out: Path) -> dict[str, dict]:
 def test_sigterm_on_ray_keeps_the_results_and_a_rerun_finishes(label_collection_fixture, tmp_path):
     """The CLI with --ray (its own local Ray, or the one already running here) sent SIGTERM mid-run: the
     results received are flushed, Ray is let go, it exits 143; a rerun gives every image one result."""
-    from sdk.label.cli import label_main
-    from tests.sdk.test_label import run_cli_until
+    from labeling.cli import label_main
+    from tests.labeling.test_label import run_cli_until
 
     fx = label_collection_fixture
     out = tmp_path / "out"

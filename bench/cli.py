@@ -31,12 +31,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_text, check_can_create
-from .backends.base import RuntimeOptions
-from .cli import IMGSZ_HELP, plain
-from .detector import Detector
-from .images import expand_sources, load
-from .preprocess import preprocess
+from sdk.atomic import atomic_path, atomic_write_text, check_can_create
+from sdk.backends.base import RuntimeOptions
+from sdk.cli import IMGSZ_HELP, plain
+from sdk.detector import Detector
+from sdk.images import expand_sources, load
+from sdk.preprocess import preprocess
 
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -141,7 +141,7 @@ def environment(device: str) -> dict[str, Any]:
         if module is not None:
             env[name] = getattr(module, "__version__", "?")
     if device.startswith("cuda"):
-        from .backends.trt_env import current_gpu
+        from sdk.backends.trt_env import current_gpu
 
         try:
             env["gpu"] = current_gpu(int(device.partition(":")[2] or 0)).name
@@ -229,7 +229,7 @@ def variants(path: str, device: str, backends: Sequence[str | None], precisions:
              letterboxes: Sequence[str]) -> list[dict[str, Any]]:
     """The ``Detector`` settings one model is measured under: every backend (None: the automatic one) x
     OpenVINO precision (other backends: their own) x letterbox (``rect`` for dynamic-shape exports only)."""
-    from .detector import default_backend
+    from sdk.detector import default_backend
 
     out = []
     for backend in backends:
@@ -272,7 +272,7 @@ def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "c
     return {"what": "model: backend.infer on a preprocessed batch; e2e: Detector.predict from image files "
                     "to Detections, per image", "environment": environment(device),
             "settings": {"batches": list(batches), "warmup": warmup, "repeats": repeats, "images": count,
-                         "image_source": images or "synthetic JPEGs (sdk.benchmark.synthetic_bgr, seed 7)",
+                         "image_source": images or "synthetic JPEGs (bench.cli.synthetic_bgr, seed 7)",
                          "conf": 0.25, "runtime": dataclasses.asdict(runtime)},
             "date": time.strftime("%Y-%m-%d %H:%M"), "results": rows}
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import YoloWorldError
+from sdk.errors import YoloWorldError
+
 from .sources import SourceImage
 from .worker import LabelSettings, LabelWorker
 

@@ -1,6 +1,6 @@
 """Labeling image collections with text prompts, in one process or on a Ray cluster (``yoloworld-label``).
 
->>> from sdk.label import LabelJob, LabelSettings, label_collection  # doctest: +SKIP
+>>> from labeling import LabelJob, LabelSettings, label_collection  # doctest: +SKIP
 >>> settings = LabelSettings("model.onnx", (("person",), ("car",)))  # doctest: +SKIP
 >>> summary = label_collection(LabelJob(("photos/",), "labels", settings))  # doctest: +SKIP
 """

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sdk.benchmark import STAGES, main, stats_ms, synthetic_bgr
+from bench.cli import STAGES, main, stats_ms, synthetic_bgr
 
 
 def test_stats_ms_hand_computed():
@@ -64,7 +64,7 @@ def test_bench_cli_on_an_exported_model(tiny_checkpoints, tmp_path, capsys):
 
 
 def test_plot_rows_differing_only_in_precision_keep_their_own_bars():
-    from sdk.benchmark import row_label
+    from bench.cli import row_label
 
     rows = [{"model": "s.pt", "backend": "torch", "precision": p, "batch": 1} for p in
             ("fp32 (checkpoint)", "fp16 (checkpoint)")]

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ..atomic import atomic_write_text, check_can_create
-from ..errors import VocabularyError, YoloWorldError
-from ..vocabulary import Vocabulary
+from sdk.atomic import atomic_write_text, check_can_create
+from sdk.errors import VocabularyError, YoloWorldError
+from sdk.vocabulary import Vocabulary
+
 from .engine import ActorPlan, in_process_batches, plan_actors, ray_batches, with_stall_timeout
 from .outputs import LabelFilter, class_counts, merge, write_coco, write_yolo
 from .report import contact_sheet, summary_text
@@ -30,7 +31,7 @@ class LabelJob:
     (pixels). ray: None (in this process), ``"local"`` (start Ray here) or a cluster address
     (``"auto"``, ``"ray://head:10001"``); an already connected Ray session is used as it is.
     actors / num_cpus / num_gpus / threads: the actor pool (None: sized from the cluster,
-    :func:`sdk.label.engine.plan_actors`). shard_size: results per shard file (also flushed every 30 s).
+    :func:`labeling.engine.plan_actors`). shard_size: results per shard file (also flushed every 30 s).
     stall_timeout: seconds without a finished image before a Ray run stops (None: never).
     """
 
@@ -102,7 +103,7 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
 
 def _label(todo: list[SourceImage], total: int, settings: LabelSettings, job: LabelJob, writer: ShardWriter) -> str:
     """Label ``todo`` into shards with a progress bar; returns where it ran. Results received before an
-    error, Ctrl-C or SIGTERM (:class:`~sdk.label.termination.Terminated`) are flushed to a shard, so a
+    error, Ctrl-C or SIGTERM (:class:`~labeling.termination.Terminated`) are flushed to a shard, so a
     rerun continues after them."""
     if job.ray is None:
         batches: Iterator[list[dict[str, Any]]] = in_process_batches(todo, settings)
@@ -183,11 +184,11 @@ def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
     if Path(weights).suffix.lower() in (".pt", ".pth"):
         if settings.class_texts:
             return [list(t) for t in settings.class_texts]
-        from ..backends.torch import checkpoint_vocabulary
+        from sdk.backends.torch import checkpoint_vocabulary
 
         stored = checkpoint_vocabulary(weights)
     else:
-        from ..manifest import read_manifest
+        from sdk.manifest import read_manifest
 
         manifest = read_manifest(weights)
         stored = None if manifest.open_vocabulary else manifest.prompts

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import YoloWorldError
-from ..images import IMAGE_SUFFIXES
-from ..manifest import file_sha256
+from sdk.errors import YoloWorldError
+from sdk.images import IMAGE_SUFFIXES
+from sdk.manifest import file_sha256
 
 KeyMode = Literal["stat", "hash"]
 MANIFEST_SUFFIXES = {".txt", ".parquet"}

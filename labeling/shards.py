@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
-from ..errors import YoloWorldError
+from sdk.atomic import atomic_write_text
+from sdk.errors import YoloWorldError
 
 SETTINGS_FILE = "settings.json"
 

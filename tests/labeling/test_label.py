@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labeling import LabelJob, LabelSettings, label_collection
+from labeling.cli import label_main, parse_conf
+from labeling.engine import LabelStalled, block_count, plan_actors, with_stall_timeout
+from labeling.outputs import MergeError, split_of
+from labeling.shards import ShardError, read_shards
 from sdk import Detector
-from sdk.label import LabelJob, LabelSettings, label_collection
-from sdk.label.cli import label_main, parse_conf
-from sdk.label.engine import LabelStalled, block_count, plan_actors, with_stall_timeout
-from sdk.label.outputs import MergeError, split_of
-from sdk.label.shards import ShardError, read_shards
 from tests.parity import LABEL_BOX_ATOL, LABEL_SCORE_ATOL
 
 ORT1 = dict(backend="onnxruntime", threads=1, imgsz=160, batch_size=4)
@@ -126,7 +126,7 @@ def test_killed_run_resumes_with_every_image_exactly_once(label_collection_fixtu
     args = [str(fx.photos), "--weights", str(fx.model), "--out", str(out), "--imgsz", "160", "--batch-size", "1",
             "--backend", "onnxruntime", "--threads", "1", "--shard-size", "4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from sdk.label.cli import label_main; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from labeling.cli import label_main; "
                              "sys.exit(label_main(sys.argv[1:]))", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -148,7 +148,7 @@ def run_cli_until(args: list[str], done: int, total: int) -> tuple[subprocess.Po
     """Start ``yoloworld-label args`` in a subprocess; return once its progress bar shows ``done`` of
     ``total`` images (or it ended), with what it wrote to stderr so far."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from sdk.label.cli import label_main; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from labeling.cli import label_main; "
                              "sys.exit(label_main(sys.argv[1:]))", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen, deadline = "", time.monotonic() + 180
@@ -184,7 +184,7 @@ def test_sigterm_keeps_the_results_so_far_and_a_rerun_finishes(label_collection_
 
 
 def test_terminate_as_interrupt_defers_a_signal_during_cleanup():
-    from sdk.label.termination import TerminateAsInterrupt, Terminated
+    from labeling.termination import TerminateAsInterrupt, Terminated
 
     before = signal.getsignal(signal.SIGTERM)
     cleaned = []
@@ -218,8 +218,8 @@ def test_terminate_as_interrupt_defers_a_signal_during_cleanup():
 
 
 def test_imgsz_unset_is_the_size_the_model_was_exported_at(label_collection_fixture):
-    from sdk.label.cli import label_parser
-    from sdk.label.worker import LabelWorker
+    from labeling.cli import label_parser
+    from labeling.worker import LabelWorker
 
     fx = label_collection_fixture
     args = label_parser().parse_args([str(fx.photos), "--weights", str(fx.model), "--out", "x"])
@@ -305,7 +305,7 @@ def test_readme_commands_parse():
     import re
     import shlex
 
-    from sdk.label.cli import label_parser
+    from labeling.cli import label_parser
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
     commands = re.findall(r"^yoloworld-label .*$", readme, flags=re.M)
@@ -384,8 +384,8 @@ def test_shards_unreadable_missing_and_duplicate(label_collection_fixture, tmp_p
     with pytest.raises(ShardError, match="has 2 results"):
         label_collection(job(fx, out))
     dup.unlink()
-    from sdk.label.outputs import merge
-    from sdk.label.sources import list_sources
+    from labeling.outputs import merge
+    from labeling.sources import list_sources
 
     sources = list_sources([fx.photos])
     index.records.pop(sources[3].path)

@@ -6,13 +6,14 @@ import argparse
 import signal
 import sys
 
-from ..cli import IMGSZ_HELP
-from ..errors import YoloWorldError
+from sdk.cli import IMGSZ_HELP
+from sdk.errors import YoloWorldError
+
 from .termination import Terminated
 
 
 def label_parser() -> argparse.ArgumentParser:
-    from ..cli import add_runtime_args
+    from sdk.cli import add_runtime_args
 
     p = argparse.ArgumentParser(
         prog="yoloworld-label", description="Label an image collection with text prompts: COCO or YOLO training "
@@ -84,7 +85,8 @@ def label_main(argv: list[str] | None = None) -> int:
 
 
 def run_label(args: argparse.Namespace) -> dict:
-    from ..vocabulary import Vocabulary
+    from sdk.vocabulary import Vocabulary
+
     from .run import LabelJob, label_collection
     from .worker import LabelSettings
 

@@ -10,9 +10,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..atomic import atomic_path
-from ..detections import Detections
-from ..images import read_image
+from sdk.atomic import atomic_path
+from sdk.detections import Detections
+from sdk.images import read_image
+
 from .outputs import LabelFilter, Merged
 
 
@@ -58,7 +59,7 @@ def _fit(image: np.ndarray, tile: int, caption: str) -> np.ndarray:
 
 
 def summary_text(summary: dict[str, Any]) -> str:
-    """The console summary of :func:`sdk.label.run.label_collection`'s summary dict."""
+    """The console summary of :func:`labeling.run.label_collection`'s summary dict."""
     lines = [f"{summary['images']} images labeled ({summary['labeled_now']} now, {summary['skipped']} from earlier "
              f"runs), {summary['failed']} unreadable, {summary['boxes']} boxes -> {summary['out']}"]
     if summary["labeled_now"]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detections import Detections
+from sdk.detections import Detections
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class LabelSettings:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        from ..detector import check_detector_settings
+        from sdk.detector import check_detector_settings
 
         # here, on the driver: on Ray the Detector is only built inside the actors
         check_detector_settings(self.imgsz, self.conf, self.iou, self.max_det)
@@ -67,8 +67,8 @@ class LabelWorker:
     fixed column type for Ray's blocks). An unreadable image gets an error record; it never fails the batch."""
 
     def __init__(self, settings: LabelSettings | dict) -> None:
-        from ..backends.base import RuntimeOptions
-        from ..detector import Detector
+        from sdk.backends.base import RuntimeOptions
+        from sdk.detector import Detector
 
         s = settings if isinstance(settings, LabelSettings) else LabelSettings(**settings)
         classes = [list(t) for t in s.class_texts] if s.class_texts else None

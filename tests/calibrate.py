@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .yoloworld import YoloWorld
+from sdk.model.yoloworld import YoloWorld
 
 
 @torch.no_grad()

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from ..atomic import atomic_write_text, staged_dir
-from ..errors import YoloWorldError
+from sdk.atomic import atomic_write_text, staged_dir
+from sdk.errors import YoloWorldError
+
 from .shards import ShardIndex
 from .sources import SourceImage, common_root
 
