@@ -1,5 +1,6 @@
 """The README's Python snippets run as written, on files the test makes: a tiny official-format checkpoint
-stands in for the released weights, generated images for the photos, a short fine-tuning run for the demo."""
+stands in for the released weights, generated images for the photos, a short fine-tuning run for the demo.
+The first snippet is the first prediction, which the README's first screen shows beside the install lines."""
 
 from __future__ import annotations
 
@@ -20,9 +21,18 @@ def snippets() -> list[str]:
 
 def test_readme_has_the_snippets_this_test_covers():
     found = snippets()
-    assert len(found) == 3, len(found)
-    for call in ("Detector(", "load_checkpoint(", "export_artifact("):
-        assert sum(call in code for code in found) == 1, call
+    assert len(found) == 4, len(found)
+    for call, blocks in (("Detector(", 2), ("load_checkpoint(", 1), ("export_artifact(", 1)):
+        assert sum(call in code for code in found) == blocks, call
+
+
+def test_readme_first_screen_installs_and_predicts():
+    """Within the first 40 lines: a ``pip install`` line and the first prediction (the first snippet)."""
+    first_screen = "\n".join(README.read_text(encoding="utf-8").splitlines()[:40])
+    assert 'pip install -e ".[' in first_screen
+    first = snippets()[0]
+    assert f"```python\n{first}```" in first_screen
+    assert "Detector(" in first and ".predict(" in first
 
 
 @pytest.mark.slow
@@ -41,12 +51,16 @@ def test_readme_snippets_run(tiny_checkpoints, trained_tiny, images, tmp_path, m
         "imgsz=640": "imgsz=160", "imgsz=256": "imgsz=160",
     }
     namespace = {"cv2": cv2, "images": torch.rand(2, 3, 160, 160)}
-    for code in snippets():
+    for i, code in enumerate(snippets()):
         for name, stand_in in stand_ins.items():
             code = code.replace(name, stand_in)
         if importlib.util.find_spec("supervision") is None:  # "(if installed)", says the README
             code = "\n".join("pass" if "to_supervision" in line else line for line in code.splitlines())
         exec(compile(code, "README.md", "exec"), namespace)
+        if i == 0:  # the first prediction
+            first = namespace["r"]
+            assert namespace["det"].class_names == ["person", "bus"] and len(first.xyxy) == len(first.confidence)
+            assert set(first.class_name) <= {"person", "bus"} and first.data["source"].endswith("bus.jpg")
     r = namespace["r"]
     assert r.data["speed_ms"] and len(namespace["results"]) == 2 and Path("out.jpg").is_file()
     assert namespace["det"].class_names == ["dog", "cat"]
