@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[train,export,openvino,ray,dev]"
+	$(PY) -m pip install -q -e ".[train,export,openvino,ray,serve,dev]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	-PYTHON=$(PY) bash cpp_samples/scripts/setup_deps.sh  # C++ sample deps; never fails (tests skip)
+	-bash tests/serving/setup_browser.sh  # chromium for the server page's browser test; never fails (it skips)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 	$(PY) tests/rerun_numeric.py  # the numerically sensitive tests again under AVX2 kernels and one thread
