@@ -37,6 +37,7 @@ from sdk.cli import IMGSZ_HELP, plain
 from sdk.detector import Detector
 from sdk.images import expand_sources, load
 from sdk.preprocess import preprocess
+from sdk.settings import BACKENDS, BackendName, DetectorSettings
 
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -85,7 +86,8 @@ def bench_model(detector: Detector, files: list[str], batch: int, warmup: int, r
     # at least two warm-up passes: OpenVINO compiles a static model for a shape on its second use
     warmup = max(warmup, 2) if detector.backend.name == "openvino" else warmup
     model = stats_ms(timed(lambda: detector.backend.infer(x), warmup, repeats))
-    walls, stages = [], {k: [] for k in STAGES}
+    walls: list[float] = []
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
 
     def predict() -> list:
         return detector.predict(files, batch_size=batch)
@@ -115,8 +117,8 @@ def describe(detector: Detector, path: str) -> dict[str, Any]:
             "output_form": backend.output_form if backend.manifest else "raw heads"}
     if hasattr(backend, "providers"):
         info["providers"] = backend.providers
-    if hasattr(backend, "max_batch") and backend.name == "tensorrt":
-        info["profile_batch"] = [backend.min_batch, backend.max_batch]
+    if backend.name == "tensorrt":
+        info["profile_batch"] = [getattr(backend, "min_batch", None), getattr(backend, "max_batch", None)]
     return info
 
 
@@ -218,14 +220,14 @@ def image_files(images: str | None, count: int, imgsz: int, tmp: Path) -> list[s
         if not files:
             raise SystemExit(f"yoloworld-bench: no images in {images}")
         return [str(f) for f in files]
-    files = []
+    written = []
     for i, img in enumerate(synthetic_bgr(count, 7, imgsz)):
-        files.append(str(tmp / f"{i:03d}.jpg"))
-        cv2.imwrite(files[-1], img)
-    return files
+        written.append(str(tmp / f"{i:03d}.jpg"))
+        cv2.imwrite(written[-1], img)
+    return written
 
 
-def variants(path: str, device: str, backends: Sequence[str | None], precisions: Sequence[str | None],
+def variants(path: str, device: str, backends: Sequence[BackendName | None], precisions: Sequence[str | None],
              letterboxes: Sequence[str]) -> list[dict[str, Any]]:
     """The ``Detector`` settings one model is measured under: every backend (None: the automatic one) x
     OpenVINO precision (other backends: their own) x letterbox (``rect`` for dynamic-shape exports only)."""
@@ -243,7 +245,7 @@ def variants(path: str, device: str, backends: Sequence[str | None], precisions:
 def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "cpu", images: str | None = None,
         count: int = 16, warmup: int = 1, repeats: int = 3, classes: str | None = None, imgsz: int | None = None,
         runtime: RuntimeOptions | None = None, log: Callable[[str], Any] = print,
-        backends: Sequence[str | None] = (None,), precisions: Sequence[str | None] = (None,),
+        backends: Sequence[BackendName | None] = (None,), precisions: Sequence[str | None] = (None,),
         letterboxes: Sequence[str] = ("auto",)) -> dict[str, Any]:
     """Benchmark every model at every batch size under every :func:`variants` setting; returns the report
     (see the module docstring). ``imgsz`` None: each model's own size."""
@@ -255,8 +257,8 @@ def run(models: Sequence[str], batches: Sequence[int] = (1, 8), device: str = "c
                 options = dataclasses.replace(runtime, precision=v["precision"])
                 rect = None if letterboxes == ("auto",) else v["rect"]
                 try:
-                    det = Detector(path, classes=classes, device=device, imgsz=imgsz, runtime=options,
-                                   backend=v["backend"], rect=rect)
+                    det = Detector.from_settings(path, classes, DetectorSettings(
+                        device=device, imgsz=imgsz, backend=v["backend"], rect=rect, runtime=options))
                 except ValueError as e:  # e.g. rect on a static-shape export: said, not measured
                     log(f"{Path(path).name}: skipped {v}: {e}")
                     continue
@@ -288,7 +290,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed passes; min / median / max over them (default 3)")
     p.add_argument("--classes", help="checkpoints only: class names or a class-text JSON")
     p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
-    p.add_argument("--backend", nargs="+", default=[None], choices=("openvino", "onnxruntime", "tensorrt", "torch"),
+    p.add_argument("--backend", nargs="+", default=[None], choices=BACKENDS,
                    help="one row set per backend (default: the automatic choice)")
     p.add_argument("--precision", nargs="+", default=[None], choices=("fp32", "bf16", "fp16"),
                    help="OpenVINO: one row set per compute precision (default: bf16 where native, else fp32)")

@@ -45,10 +45,13 @@ def worker(model: str, images: str, engine: str, actors: int, threads: int) -> N
     from labeling.engine import in_process_batches, plan_actors, ray_batches
     from labeling.sources import list_sources
     from labeling.worker import LabelSettings
+    from sdk import RuntimeOptions
+    from sdk.settings import DetectorSettings
 
     t0 = time.perf_counter()  # from the start of the work: Ray's start-up and the model loads count
     todo = list_sources([images])
-    settings = LabelSettings(model, batch_size=8, threads=threads)
+    settings = LabelSettings(model, detector=DetectorSettings(runtime=RuntimeOptions(intra_op_threads=threads)),
+                             batch_size=8)
     if engine == "ray":
         import ray
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from sdk.nms import pairwise_iou
-from sdk.postprocess import postprocess_image
+from sdk.postprocess import postprocess
 from sdk.preprocess import preprocess
 
 
@@ -54,7 +54,7 @@ def agreement(reference_onnx: str | os.PathLike, candidate_onnx: str | os.PathLi
               imgsz: int, conf: float = 0.25, iou: float = 0.7, min_iou: float = 0.9, max_det: int = 300
               ) -> Agreement:
     """Run both models with ONNX Runtime (CPU) on BGR uint8 ``images`` through the SDK's preprocess and
-    :func:`~sdk.postprocess.postprocess_image` (raw ``scores``/``boxes`` outputs) and compare.
+    :func:`~sdk.postprocess.postprocess` (raw ``scores``/``boxes`` outputs) and compare.
 
     ``matched``: detections paired one-to-one with the same class and IoU >= ``min_iou``;
     ``matched_fraction`` = matched / max(reference, candidate) (1.0 when both are empty), so a
@@ -77,8 +77,8 @@ def agreement(reference_onnx: str | os.PathLike, candidate_onnx: str | os.PathLi
         live = rs[0].max(-1) > conf
         if live.any():
             raw_box = max(raw_box, float(np.abs(rb[0][live] - cb[0][live]).max()))
-        a = postprocess_image(rs[0], rb[0], infos[0], conf, iou, max_det)
-        b = postprocess_image(cs[0], cb[0], infos[0], conf, iou, max_det)
+        a = postprocess({"scores": rs, "boxes": rb}, "raw", infos, conf, iou, max_det)[0]
+        b = postprocess({"scores": cs, "boxes": cb}, "raw", infos, conf, iou, max_det)[0]
         n_ref, n_cand = n_ref + len(a[2]), n_cand + len(b[2])
         for i, j, v in match_by_iou(a[0], a[1], a[2], b[0], b[1], b[2], min_iou):
             score_diffs.append(abs(float(a[1][i]) - float(b[1][j])))

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from sdk.cli import IMGSZ_HELP, plain
-from sdk.detector import OFFICIAL_IMGSZ
 from sdk.errors import YoloWorldError
+from sdk.facts import OFFICIAL_IMGSZ, ModelFacts, resolve_imgsz, resolve_vocabulary
 from sdk.manifest import NmsSettings
 
 from .pipeline import ExportOptions, check_options, export_artifact
@@ -101,27 +101,21 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
 def run(args: argparse.Namespace) -> int:
     """argparse -> :class:`ExportOptions`; the checkpoint and its vocabulary; one ``export_artifact`` call."""
     from sdk.backends.torch import encode_texts
-    from sdk.errors import VocabularyError
     from sdk.manifest import file_sha256
     from sdk.model.checkpoint import load_checkpoint_with_meta
-    from sdk.vocabulary import Vocabulary
 
     t0 = time.perf_counter()
     options = options_from(args)
     check_options(Path(args.output), options)  # before the checkpoint is even read
     model, meta = load_checkpoint_with_meta(args.weights)
+    facts = ModelFacts(vocabulary=meta.get("vocabulary"), imgsz=meta.get("imgsz"), class_names=meta.get("class_names"))
     # the size the checkpoint was trained at unless --imgsz says otherwise (official releases: 640)
-    imgsz, imgsz_from = ((args.imgsz, "option") if args.imgsz else (int(meta["imgsz"]), "trained at")
-                         if meta.get("imgsz") else (OFFICIAL_IMGSZ, "official default"))
+    imgsz, imgsz_from = resolve_imgsz(args.imgsz, args.weights, facts)
     options = dataclasses.replace(options, imgsz=imgsz)
     vocab, emb = None, None
     if not options.open_vocab:
-        classes = args.classes or meta.get("vocabulary")
-        if not classes:
-            raise VocabularyError(f"{args.weights} stores no vocabulary; pass --classes")
-        # the checkpoint's class names (the dataset's category names) go into the manifest with its prompts
-        vocab = Vocabulary.from_any(classes, args.prompt_merge, args.pad_prompt,
-                                    labels=None if args.classes else meta.get("class_names"))
+        # as Detector resolves it: --classes, else the checkpoint's vocabulary under its class names
+        vocab = resolve_vocabulary(args.classes, args.weights, facts, args.prompt_merge, args.pad_prompt)
         emb = vocab.embeddings(lambda texts: encode_texts(model, meta.get("text_embeddings"), texts))
     print(f"yoloworld-export: imgsz {imgsz} ({imgsz_from}), "
           + ("open vocabulary" if vocab is None else f"{len(vocab)} classes: {vocab.names[:8]}"))

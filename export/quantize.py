@@ -91,9 +91,6 @@ class ImageCalibrationReader:
         self._i += 1
         return {self.input_name: preprocess([img], self.imgsz)[0]}
 
-    def rewind(self) -> None:
-        self._i = 0
-
     def __len__(self) -> int:
         return len(self.items)
 

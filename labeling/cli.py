@@ -6,14 +6,13 @@ import argparse
 import signal
 import sys
 
-from sdk.cli import IMGSZ_HELP
 from sdk.errors import YoloWorldError
 
 from .termination import Terminated
 
 
 def label_parser() -> argparse.ArgumentParser:
-    from sdk.cli import add_runtime_args
+    from sdk.cli import add_detector_args
 
     p = argparse.ArgumentParser(
         prog="yoloworld-label", description="Label an image collection with text prompts: COCO or YOLO training "
@@ -28,15 +27,7 @@ def label_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", default="0.25", help='score threshold: "0.25", or per class "person=0.3,car=0.4" '
                                                   '(others 0.25), or both "0.2,person=0.3"')
     p.add_argument("--min-size", type=float, default=2.0, help="smallest box side kept, pixels (default 2)")
-    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one label per object)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
-    p.add_argument("--max-det", type=int, default=300, help="most boxes kept per image (default 300)")
-    p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
-    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first",
-                   help="classes with several prompts: score by the first prompt's embedding, their mean "
-                        "embedding, or the best-scoring prompt (default first)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (in-process; Ray: see --num-gpus)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of images (chosen by a hash of the path) written as the val split")
     p.add_argument("--key", choices=("stat", "hash"), default="stat",
@@ -46,12 +37,11 @@ def label_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="Ray: model actors (default: one per GPU share, else one per 4 CPUs)")
     p.add_argument("--num-cpus", type=float, help="Ray: CPUs per actor (default: sized from the cluster)")
     p.add_argument("--num-gpus", type=float, default=0.0, help="Ray: GPUs per actor (e.g. 1, or 0.5 to share)")
-    p.add_argument("--threads", type=int, help="inference threads per actor (default: its share of the CPUs)")
     p.add_argument("--shard-size", type=int, default=1000, help="results per shard file (also every 30 s)")
     p.add_argument("--stall-timeout", type=float, default=300.0,
                    help="Ray: stop when no image finished for this many seconds (0: never)")
     p.add_argument("--contact-sheet", type=int, default=16, help="images in contact_sheet.png (0: none)")
-    add_runtime_args(p)
+    add_detector_args(p, conf=False)  # --conf above: per class
     return p
 
 
@@ -85,6 +75,7 @@ def label_main(argv: list[str] | None = None) -> int:
 
 
 def run_label(args: argparse.Namespace) -> dict:
+    from sdk.cli import detector_settings
     from sdk.vocabulary import Vocabulary
 
     from .run import LabelJob, label_collection
@@ -93,11 +84,10 @@ def run_label(args: argparse.Namespace) -> dict:
     if not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     classes = Vocabulary.from_any(args.classes).prompts if args.classes else None
-    settings = LabelSettings(args.weights, classes, imgsz=args.imgsz, iou=args.iou, max_det=args.max_det,
-                             agnostic=args.agnostic, prompt_merge=args.prompt_merge, backend=args.backend,
-                             precision=args.precision, rect=False if args.square else None, half=args.half,
-                             device=args.device, batch_size=args.batch_size, threads=args.threads)
-    job = LabelJob(tuple(args.sources), args.out, settings, parse_conf(args.conf), args.min_size, args.format,
+    conf = parse_conf(args.conf)
+    # the detector's score floor: label_collection replaces it with the lowest of the class thresholds
+    settings = LabelSettings(args.weights, classes, detector_settings(args, conf=0.25), args.batch_size)
+    job = LabelJob(tuple(args.sources), args.out, settings, conf, args.min_size, args.format,
                    args.val_fraction, args.key, args.ray, args.actors, args.num_cpus, args.num_gpus, args.threads,
                    args.shard_size, args.stall_timeout or None, args.contact_sheet)
     return label_collection(job)

@@ -11,12 +11,11 @@ progress for a set time, naming why.
 from __future__ import annotations
 
 import math
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sdk.background import in_background
 from sdk.errors import YoloWorldError
 
 from .sources import SourceImage
@@ -101,10 +100,12 @@ def ray_batches(todo: list[SourceImage], settings: LabelSettings, plan: ActorPla
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours shows images/s, done/total and ETA
-    worker_settings = replace(settings, threads=plan.threads, device="cuda" if plan.num_gpus else settings.device)
+    d = settings.detector
+    worker_settings = replace(settings, detector=replace(
+        d, device="cuda" if plan.num_gpus else d.device, runtime=replace(d.runtime, intra_op_threads=plan.threads)))
     rows = [{"path": s.path, "key": s.key} for s in todo]
     ds = ray.data.from_items(rows, override_num_blocks=block_count(len(rows), settings.batch_size))
-    ds = ds.map_batches(LabelWorker, fn_constructor_kwargs={"settings": worker_settings.to_dict()},
+    ds = ds.map_batches(LabelWorker, fn_constructor_kwargs={"settings": worker_settings},
                         batch_size=settings.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus,
                         num_gpus=plan.num_gpus or None)
@@ -124,26 +125,9 @@ def with_stall_timeout(batches: Iterator[Records], seconds: float, diagnose: Cal
                        ) -> Iterator[Records]:
     """``batches``, consumed on a helper thread; :class:`LabelStalled` when none arrives for ``seconds``
     (``diagnose()`` adds what the cluster offered). What was yielded before stays the caller's."""
-    items: queue.Queue = queue.Queue(maxsize=4)
-    end = object()
 
-    def pump() -> None:
-        try:
-            for batch in batches:
-                items.put(batch)
-        except BaseException as e:  # re-raised on the caller's thread
-            items.put(e)
-        items.put(end)
+    def stalled() -> LabelStalled:
+        why = diagnose()
+        return LabelStalled(f"no image finished in the last {seconds:g} s{'; ' + why if why else ''}")
 
-    threading.Thread(target=pump, daemon=True, name="yoloworld-label-results").start()
-    while True:
-        try:
-            item = items.get(timeout=seconds)
-        except queue.Empty:
-            why = diagnose()
-            raise LabelStalled(f"no image finished in the last {seconds:g} s{'; ' + why if why else ''}") from None
-        if item is end:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    return in_background(batches, 4, "yoloworld-label-results", seconds, stalled)

@@ -131,7 +131,7 @@ def write_yolo(merged: Merged, class_texts: list[list[str]], keep: LabelFilter, 
             label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             counts[split] = counts.get(split, 0) + 1
         shutil.rmtree(out / "yolo", ignore_errors=True)  # the previous label set, replaced as a whole
-    config = {"path": "yolo", **{s: f"{s}/images" for s in ("train", "val") if s in counts},
+    config: dict[str, object] = {"path": "yolo", **{s: f"{s}/images" for s in ("train", "val") if s in counts},
               "names": {k: texts[0] for k, texts in enumerate(class_texts)}}
     atomic_write_text(out / "class_texts.json", json.dumps(class_texts, indent=1))
     atomic_write_text(out / "data.yaml", yaml.safe_dump(config, sort_keys=False))

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdk.atomic import atomic_write_text, check_can_create
-from sdk.errors import VocabularyError, YoloWorldError
-from sdk.vocabulary import Vocabulary
+from sdk.errors import YoloWorldError
+from sdk.facts import read_facts, resolve_vocabulary
 
 from .engine import ActorPlan, in_process_batches, plan_actors, ray_batches, with_stall_timeout
 from .outputs import LabelFilter, class_counts, merge, write_coco, write_yolo
@@ -63,7 +63,8 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
     class_texts = resolve_class_texts(job.settings)
     names = [t[0] for t in class_texts]
     keep = LabelFilter(per_class_conf(job.conf, names), job.min_size)
-    settings = replace(job.settings, class_texts=tuple(tuple(t) for t in class_texts), conf=min(keep.conf))
+    settings = replace(job.settings, class_texts=tuple(tuple(t) for t in class_texts),
+                       detector=replace(job.settings.detector, conf=min(keep.conf)))
     sources = list_sources(job.sources, job.key)
     shards = out / "shards"
     check_settings(shards, {**settings.fingerprint(), "weights_key": content_key(settings.weights)})
@@ -178,29 +179,12 @@ def _diagnose(ray: Any, plan: ActorPlan) -> str:
 
 
 def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
-    """The classes the labels will have: ``settings.class_texts``, else the export's folded vocabulary or
-    the checkpoint's stored one."""
-    weights = settings.weights
-    if Path(weights).suffix.lower() in (".pt", ".pth"):
-        if settings.class_texts:
-            return [list(t) for t in settings.class_texts]
-        from sdk.backends.torch import checkpoint_vocabulary
-
-        stored = checkpoint_vocabulary(weights)
-    else:
-        from sdk.manifest import read_manifest
-
-        manifest = read_manifest(weights)
-        stored = None if manifest.open_vocabulary else manifest.prompts
-        if settings.class_texts:  # checked here, not by every actor
-            asked = [t[0] for t in settings.class_texts]
-            if stored and asked != [p[0] for p in stored]:
-                raise VocabularyError(f"{weights} has its vocabulary folded in: {[p[0] for p in stored]}; "
-                                      f"--classes {asked} needs another export (yoloworld-export)")
-            return [list(t) for t in settings.class_texts]
-    if not stored:
-        raise VocabularyError(f"{weights} stores no vocabulary; pass --classes")
-    return [list(t) for t in Vocabulary.from_any(stored).prompts]
+    """The classes the labels will have, resolved as ``Detector`` resolves them (checked here, not by every
+    actor): ``settings.class_texts``, else the export's folded vocabulary or the checkpoint's stored one."""
+    d = settings.detector
+    classes = [list(t) for t in settings.class_texts] if settings.class_texts else None
+    vocab = resolve_vocabulary(classes, settings.weights, read_facts(settings.weights), d.prompt_merge, d.pad_prompt)
+    return [list(p) for p in vocab.prompts]
 
 
 def per_class_conf(conf: tuple[tuple[str, float], ...], names: list[str]) -> tuple[float, ...]:

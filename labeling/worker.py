@@ -9,56 +9,37 @@ index)}``, or ``{"path", "key", "error": "why"}`` for an image that cannot be re
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sdk.detections import Detections
+from sdk.settings import DetectorSettings
 
 
 @dataclass(frozen=True)
 class LabelSettings:
     """What every worker needs to build the same ``Detector``.
 
-    class_texts: one prompt list per class (None: the model's own vocabulary). conf: the detector's score
-    floor, the lowest per-class threshold (the thresholds themselves apply when the labels are written,
-    so raising one needs no rerun). threads: inference threads per worker (None: the runtime's default).
-    imgsz / backend / precision / rect: as ``Detector``'s (None: the model's own size; automatic).
+    class_texts: one prompt list per class (None: the model's own vocabulary). detector: how it runs
+    (:class:`~sdk.settings.DetectorSettings`, checked here, on the driver: on Ray the detector is only
+    built inside the actors); its ``conf`` is the score floor, the lowest per-class threshold (the
+    thresholds themselves apply when the labels are written, so raising one needs no rerun).
+    batch_size: images per model call.
     """
 
     weights: str
     class_texts: tuple[tuple[str, ...], ...] | None = None
-    imgsz: int | None = None
-    conf: float = 0.25
-    iou: float = 0.7
-    max_det: int = 300
-    agnostic: bool = False
-    prompt_merge: str = "first"
-    backend: str | None = None
-    precision: str | None = None
-    rect: bool | None = None
-    half: bool = False
-    device: str = "cpu"
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
     batch_size: int = 8
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        from sdk.detector import check_detector_settings
-
-        # here, on the driver: on Ray the Detector is only built inside the actors
-        check_detector_settings(self.imgsz, self.conf, self.iou, self.max_det)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change what a result holds (not how fast it is made): results made under a
         different fingerprint are not mixed into one label set."""
-        skip = {"device", "batch_size", "threads"}
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        out["class_texts"] = [list(t) for t in self.class_texts] if self.class_texts else None
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"weights": self.weights,
+                "class_texts": [list(t) for t in self.class_texts] if self.class_texts else None,
+                **self.detector.result_fields()}
 
 
 class LabelWorker:
@@ -66,19 +47,12 @@ class LabelWorker:
     (a Ray Data numpy batch) -> ``{"record": (N,) str}``, one JSON record per image, in order (JSON: a
     fixed column type for Ray's blocks). An unreadable image gets an error record; it never fails the batch."""
 
-    def __init__(self, settings: LabelSettings | dict) -> None:
-        from sdk.backends.base import RuntimeOptions
+    def __init__(self, settings: LabelSettings) -> None:
         from sdk.detector import Detector
 
-        s = settings if isinstance(settings, LabelSettings) else LabelSettings(**settings)
-        classes = [list(t) for t in s.class_texts] if s.class_texts else None
-        self.settings = s
-        self.detector = Detector(s.weights, classes=classes, device=s.device, imgsz=s.imgsz, conf=s.conf,
-                                 iou=s.iou, max_det=s.max_det, agnostic=s.agnostic,
-                                 prompt_merge=s.prompt_merge,  # type: ignore[arg-type]
-                                 backend=s.backend,  # type: ignore[arg-type]
-                                 rect=s.rect, runtime=RuntimeOptions(
-                                     precision=s.precision, half=s.half, intra_op_threads=s.threads))  # type: ignore[arg-type]
+        classes = [list(t) for t in settings.class_texts] if settings.class_texts else None
+        self.settings = settings
+        self.detector = Detector.from_settings(settings.weights, classes, settings.detector)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         records = self.label([str(p) for p in batch["path"]], [str(k) for k in batch["key"]])

@@ -1,4 +1,5 @@
-"""Command-line front ends (argparse only; each calls one library function)."""
+"""``yoloworld-predict``, ``yoloworld-eval`` and ``yoloworld-data`` (argparse only; each calls one library
+function), and the options every command that runs a model shares (:func:`add_detector_args`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import cv2
 from .atomic import atomic_path, atomic_write_text, check_can_create, staged_dir
 from .backends.base import RuntimeOptions
 from .errors import YoloWorldError
+from .settings import BACKENDS, PROMPT_MERGES, DetectorSettings
 
 #: ``--imgsz`` as every command that runs or exports a model takes it.
 IMGSZ_HELP = ("network input size, a multiple of 32; default: the size the model was trained or exported at "
@@ -34,33 +36,30 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help='"person,car" or a class-text JSON (one prompt list per class); '
                                      "default: the vocabulary stored in the checkpoint or export")
     p.add_argument("--out", default="runs/predict", help="output folder (annotated images + predictions.json)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    add_size_args(p)
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
     p.add_argument("--batch-size", type=int, default=8, help="images per inference call (default 8)")
     p.add_argument("--skip-bad", action="store_true",
                    help="an unreadable image gets an empty result with its error (listed at the end) instead of "
                         "stopping the run")
-    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
-    p.add_argument("--prompt-merge", choices=("first", "mean", "max"), default="first",
-                   help="how several prompts of a class combine: the first (official), the mean embedding, or "
-                        "the max score")
-    p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
-    add_runtime_args(p)
+    add_detector_args(p)
     return p
 
 
-def add_size_args(p: argparse.ArgumentParser) -> None:
-    """``--imgsz`` and ``--iou``, as every command that runs a model takes them."""
+def add_detector_args(p: argparse.ArgumentParser, conf: bool = True) -> None:
+    """The options of every command that runs a model, one per :class:`~sdk.settings.DetectorSettings`
+    field (``conf=False``: the command sets or parses the threshold itself); read back with
+    :func:`detector_settings`."""
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
+    if conf:
+        p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7, official)")
-
-
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--precision``, ``--square``, ``--half``: how a model runs (``yoloworld-predict``,
-    ``yoloworld-eval``)."""
-    p.add_argument("--backend", choices=("openvino", "onnxruntime", "tensorrt", "torch"),
+    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300, COCO's)")
+    p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS (one label per object)")
+    p.add_argument("--prompt-merge", choices=PROMPT_MERGES, default="first",
+                   help="how several prompts of a class combine: the first (official), the mean embedding, or "
+                        "the max score")
+    p.add_argument("--pad-prompt", action="store_true", help="append the official demo's ' ' prompt")
+    p.add_argument("--backend", choices=BACKENDS,
                    help="default: the fastest correct one here (OpenVINO for .onnx on a CPU when installed, else "
                         "ONNX Runtime; TensorRT for .engine; torch for checkpoints)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
@@ -69,12 +68,17 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--square", action="store_true",
                    help="the official square letterbox even for exports with dynamic height and width")
     p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
+    p.add_argument("--threads", type=int, help="inference threads (ONNX Runtime, OpenVINO, PyTorch; default: the "
+                                               "runtime's own, one per core)")
 
 
-def runtime_settings(args: argparse.Namespace) -> dict:
-    """``Detector`` keyword arguments from :func:`add_runtime_args`' flags."""
-    return dict(backend=args.backend, rect=False if args.square else None,
-                runtime=RuntimeOptions(half=args.half, precision=args.precision))
+def detector_settings(args: argparse.Namespace, conf: float | None = None) -> DetectorSettings:
+    """:func:`add_detector_args`' options as settings (``conf``: the command's own threshold)."""
+    return DetectorSettings(
+        device=args.device, imgsz=args.imgsz, conf=args.conf if conf is None else conf, iou=args.iou,
+        max_det=args.max_det, agnostic=args.agnostic, prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt,
+        backend=args.backend, rect=False if args.square else None,
+        runtime=RuntimeOptions(half=args.half, precision=args.precision, intra_op_threads=args.threads))
 
 
 def predict_main(argv: list[str] | None = None) -> int:
@@ -92,9 +96,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .images import VIDEO_SUFFIXES
 
-    detector = Detector(args.weights, classes=args.classes, device=args.device, imgsz=args.imgsz,
-                        conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
-                        prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt, **runtime_settings(args))
+    detector = Detector.from_settings(args.weights, args.classes, detector_settings(args))
     print(f"yoloworld-predict: {detector.describe()}")
     videos = [v for v in args.images if Path(v).suffix.lower() in VIDEO_SUFFIXES]
     sources = output_names([s for s in args.images if s not in videos])
@@ -104,7 +106,8 @@ def run_predict(args: argparse.Namespace) -> int:
             raise YoloWorldError(f"video {video!r} does not exist")
         if (out / f"{Path(video).stem}.mp4").resolve() == Path(video).resolve():
             raise YoloWorldError(f"the annotated copy of {video!r} would overwrite it; choose another --out")
-    records, total = [], 0
+    records: list[dict] = []
+    total = 0
     with staged_dir(out) as stage:
         for video in videos:
             frames, found = annotate_video(detector, video, stage, args.batch_size, records)
@@ -130,7 +133,7 @@ def output_names(args: list[str]) -> list[tuple[str, str]]:
     for arg in args:
         root = Path(arg)
         for path in expand_sources(arg):
-            pairs.append((str(path), str(Path(path).relative_to(root)) if root.is_dir() else root.name))
+            pairs.append((str(path), str(Path(str(path)).relative_to(root)) if root.is_dir() else root.name))
     seen: dict[str, str] = {}
     for path, name in pairs:
         if seen.setdefault(name, path) != path:
@@ -179,7 +182,7 @@ def annotate_video(detector, video: str, out: Path, batch_size: int, records: li
     cap.release()
     frames = found = 0
     with atomic_path(out / f"{Path(video).stem}.mp4", suffix=".tmp.mp4") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
         if not writer.isOpened():
             raise YoloWorldError(f"OpenCV cannot write an mp4v video here ({tmp.name}); it needs FFmpeg")
         try:
@@ -212,11 +215,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the metrics (AP, AP50, ..., ARl, per_class) here")
     p.add_argument("--evaluator", choices=["pycocotools", "faster-coco-eval"], default="pycocotools",
                    help="faster-coco-eval: the same numbers, faster on large sets (pip install faster-coco-eval)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    add_size_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per inference call (default 8)")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300, COCO's)")
-    add_runtime_args(p)
+    add_detector_args(p, conf=False)  # evaluation scores every detection above 0.001, as COCO's protocol does
     return p
 
 
@@ -268,14 +268,13 @@ def evaluate_model(args: argparse.Namespace, ann: dict, images_dir: str, cats: l
     from .errors import VocabularyError
     from .evaluation import evaluate_detector, pair_classes
 
-    settings = dict(device=args.device, imgsz=args.imgsz, conf=0.001, iou=args.iou, max_det=args.max_det,
-                    **runtime_settings(args))
+    settings = detector_settings(args, conf=0.001)
     try:  # --classes, else the model's own vocabulary (own checkpoint or exported model)
-        det = Detector(args.model, classes=args.classes, **settings)
+        det = Detector.from_settings(args.model, args.classes, settings)
     except VocabularyError:
         if args.classes:
             raise
-        det = Detector(args.model, classes=[[c["name"]] for c in cats], **settings)  # the dataset's names
+        det = Detector.from_settings(args.model, [[c["name"]] for c in cats], settings)  # the dataset's names
     pairing = pair_classes(det.class_names, [list(p) for p in det.vocabulary.prompts], cats, source=args.ann,
                            by_position=bool(args.classes))
     print(f"ran with {det.describe()}\n{pairing.describe()}")

@@ -221,7 +221,7 @@ def fix_boxes(annotations: list[dict[str, Any]], origins: Sequence[str], size_wh
     xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     out, keep, clipped = clip_xyxy(xyxy, np.array(size_wh))
     image = f"the {size_wh[0]}x{size_wh[1]} (WxH) image"
-    for k in np.flatnonzero(~keep | (out != xyxy).any(axis=1)):
+    for k in np.flatnonzero(~keep | (out != xyxy).any(axis=1)).tolist():
         ann = annotations[k]
         before = ann["bbox"]
         if not keep[k]:

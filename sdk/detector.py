@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import os
-import queue
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import NamedTuple
 
 import numpy as np
 
-from .backends.base import RuntimeOptions
+from .backends.base import Backend, RuntimeOptions
+from .background import in_background
 from .detections import Detections
 from .errors import ImageError, VocabularyError
+from .facts import ModelFacts, resolve_imgsz, resolve_vocabulary
 from .images import ImageSource, expand_sources, iter_frames, load
-from .manifest import Manifest
-from .postprocess import STRIDES, decode_head_outputs, postprocess_image, unpack_nms_outputs
-from .preprocess import letterbox, preprocess, rect_shape, to_network_input
+from .postprocess import postprocess
+from .preprocess import LetterboxInfo, letterbox, rect_shape, to_network_input
+from .settings import BACKENDS, BackendName, DetectorSettings
 from .vocabulary import ClassesLike, PromptMerge, Vocabulary
 
-BackendName = Literal["onnxruntime", "openvino", "tensorrt", "torch"]
-BACKENDS: tuple[str, ...] = ("onnxruntime", "openvino", "tensorrt", "torch")
 
-
-def default_backend(weights: str | os.PathLike, device: str) -> str:
+def default_backend(weights: str | os.PathLike, device: str) -> BackendName:
     """The fastest correct backend here for ``weights``: a checkpoint -> torch; ``.engine``/``.plan`` ->
     tensorrt; ``.onnx`` -> openvino on a CPU when it is installed (for an int8 export: where the CPU has
     VNNI or AMX), else onnxruntime."""
@@ -54,7 +53,7 @@ def _is_int8(weights: str | os.PathLike) -> bool:
 
 
 def open_backend(weights: str | os.PathLike, device: str = "cpu", runtime: RuntimeOptions | None = None,
-                 backend: str | None = None):  # -> a Backend
+                 backend: BackendName | None = None) -> Backend:
     """Open ``weights`` on ``backend`` (None: :func:`default_backend`). Each backend module imports its
     runtime only when opened."""
     backend = backend or default_backend(weights, device)
@@ -125,43 +124,43 @@ class Detector:
                  max_det: int = 300, agnostic: bool = False, prompt_merge: PromptMerge = "first",
                  pad_prompt: bool = False, runtime: RuntimeOptions | None = None, backend: BackendName | None = None,
                  rect: bool | None = None) -> None:
-        check_detector_settings(imgsz, conf, iou, max_det)
-        self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.agnostic = agnostic
-        self.backend = open_backend(weights, device, runtime, backend)
-        manifest = self.backend.manifest
-        self.imgsz, self.imgsz_from = resolve_imgsz(imgsz, weights, manifest, self.backend.stored_imgsz)
+        self.settings = DetectorSettings(device, imgsz, conf, iou, max_det, agnostic, prompt_merge, pad_prompt,
+                                         backend, rect, runtime or RuntimeOptions())  # validated here
+        self.backend: Backend = open_backend(weights, device, runtime, backend)
+        b = self.backend
+        manifest = b.manifest
+        facts = ModelFacts(manifest, b.stored_vocabulary, b.stored_imgsz, b.stored_class_names)
+        self.imgsz, self.imgsz_from = resolve_imgsz(imgsz, weights, facts)
         dynamic = manifest is None or manifest.dynamic_hw
-        if rect and not dynamic:
+        if rect and manifest is not None and not dynamic:
             raise ValueError(f"rect=True needs an artifact exported with dynamic height and width; {weights} takes "
                              f"{manifest.imgsz[0]}x{manifest.imgsz[1]} only (re-export it without --static-shape)")
         self.rect = bool(rect) if rect is not None else manifest is not None and manifest.dynamic_hw
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity
         self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
-        if manifest is not None and not manifest.open_vocabulary:
-            # an exported artifact: the vocabulary comes from its manifest
-            fixed = Vocabulary.from_any(manifest.prompts, manifest.prompt_merge,  # type: ignore[arg-type]
-                                        labels=manifest.class_names)
-            given = Vocabulary.from_any(classes).names if classes is not None else None
-            if given is not None and given not in (fixed.names, [p[0] for p in fixed.prompts]):
-                raise VocabularyError(f"{weights} has its vocabulary folded in: {fixed.names}; "
-                                      f"re-export it with yoloworld-export for other classes")
-            self.vocabulary = fixed
-            return
-        if classes is None:
-            stored = self.backend.stored_vocabulary
-            if not stored:
-                raise VocabularyError(f"{weights} stores no vocabulary; pass classes=[...] or a "
-                                      f"class-text JSON")
-            # the dataset's category names ride along as the class names the results report
-            classes = Vocabulary.from_any(stored, labels=self.backend.stored_class_names)
-        self.vocabulary: Vocabulary
-        self.set_classes(classes, prompt_merge, pad_prompt)
+        vocabulary = resolve_vocabulary(classes, weights, facts, prompt_merge, pad_prompt)
+        if b.open_vocabulary:
+            self.set_classes(vocabulary)
+        self.vocabulary: Vocabulary = vocabulary
+
+    @classmethod
+    def from_settings(cls, weights: str | os.PathLike, classes: ClassesLike | None = None,
+                      settings: DetectorSettings | None = None) -> Detector:
+        """A detector on ``weights`` run as ``settings`` say (the command lines and labelling build it so)."""
+        s = settings or DetectorSettings()
+        return cls(weights, classes, device=s.device, imgsz=s.imgsz, conf=s.conf, iou=s.iou, max_det=s.max_det,
+                   agnostic=s.agnostic, prompt_merge=s.prompt_merge, pad_prompt=s.pad_prompt, runtime=s.runtime,
+                   backend=s.backend, rect=s.rect)
 
     @property
     def class_names(self) -> list[str]:
         return self.vocabulary.names
+
+    conf = property(lambda self: self.settings.conf, doc="Default score threshold.")
+    iou = property(lambda self: self.settings.iou, doc="Default NMS IoU threshold.")
+    max_det = property(lambda self: self.settings.max_det, doc="Default detections kept per image.")
+    agnostic = property(lambda self: self.settings.agnostic, doc="Class-agnostic NMS.")
 
     def ran_with(self) -> dict[str, object]:
         """What this detector runs with, for a results JSON: input size and where it came from, backend,
@@ -180,9 +179,12 @@ class Detector:
     def set_classes(self, classes: ClassesLike, prompt_merge: PromptMerge | None = None,
                     pad_prompt: bool | None = None) -> None:
         """Change the vocabulary without reloading the model (embeddings are cached per text)."""
+        if not self.backend.open_vocabulary:
+            raise VocabularyError(f"this model has its vocabulary folded in: {self.class_names}; re-export it "
+                                  f"with yoloworld-export for other classes")
         old = getattr(self, "vocabulary", None)
-        merge = prompt_merge or (old.merge if old else "first")
-        pad = pad_prompt if pad_prompt is not None else (old.pad_prompt if old else False)
+        merge = prompt_merge or (old.merge if old else self.settings.prompt_merge)
+        pad = pad_prompt if pad_prompt is not None else (old.pad_prompt if old else self.settings.pad_prompt)
         vocab = Vocabulary.from_any(classes, merge, pad)
         if self._capacity and len(vocab.model_texts()) > self._capacity:
             raise VocabularyError(
@@ -202,17 +204,15 @@ class Detector:
         An unreadable or invalid image raises :class:`ImageError` naming it; with ``skip_bad`` it
         gets an empty result whose ``data["error"]`` says why, and the others are returned.
         """
-        conf = self.conf if conf is None else conf
-        iou = self.iou if iou is None else iou
-        max_det = self.max_det if max_det is None else max_det
-        _check_thresholds(conf, iou, max_det)
+        settings = self.settings.with_thresholds(conf, iou, max_det)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sources = expand_sources(images)
         results: list[Detections] = []
         for start in range(0, len(sources), batch_size):
             chunk = sources[start:start + batch_size]
-            results.extend(self._predict_batch(chunk, start, conf, iou, max_det, skip_bad))
+            results.extend(self._run([self._prepare(item, start + i, skip_bad) for i, item in enumerate(chunk)],
+                                     settings))
         return results
 
     __call__ = predict
@@ -222,178 +222,91 @@ class Detector:
                        prefetch: int = 8, with_frames: bool = False
                        ) -> Iterator[Detections] | Iterator[tuple[np.ndarray, Detections]]:
         """Yield one result per frame while reading: a video file, a camera index, an image folder,
-        or any iterable of paths / BGR arrays. A reader thread decodes and letterboxes ahead of
-        inference (``prefetch`` frames); results equal :meth:`predict` on the same frames.
+        or any iterable of paths / BGR arrays. A reader thread (:func:`~sdk.background.in_background`) decodes and
+        letterboxes ahead of inference (``prefetch`` frames); results equal :meth:`predict` on the same frames.
         ``with_frames``: yield ``(frame, result)``, the frame as decoded (BGR uint8), e.g. to draw on.
-        ``batch_size`` None: 1, or an OpenVINO throughput-mode backend's requests in flight."""
-        batch_size = batch_size or getattr(self.backend, "preferred_batch", 1)
-        conf = self.conf if conf is None else conf
-        iou = self.iou if iou is None else iou
-        max_det = self.max_det if max_det is None else max_det
-        _check_thresholds(conf, iou, max_det)
-        frames: queue.Queue = queue.Queue(maxsize=max(prefetch, batch_size))
-        done = object()
-        stop = threading.Event()
+        ``batch_size`` None: the backend's ``preferred_batch`` (1, or an OpenVINO throughput-mode
+        backend's requests in flight)."""
+        batch_size = batch_size or self.backend.preferred_batch
+        settings = self.settings.with_thresholds(conf, iou, max_det)
+        boxed = (self._letterbox(image, name, time.perf_counter(), keep_frame=with_frames)
+                 for image, name in iter_frames(source))
+        items = in_background(boxed, max(prefetch, batch_size), "yoloworld-reader")
+        with contextlib.closing(items):
+            while batch := list(itertools.islice(items, batch_size)):
+                results = self._run(batch, settings)
+                if with_frames:
+                    yield from zip([it.frame for it in batch], results, strict=True)
+                else:
+                    yield from results
 
-        def reader() -> None:
-            try:
-                for image, name in iter_frames(source):
-                    t = time.perf_counter()
-                    shape = rect_shape(*image.shape[:2], self.imgsz) if self.rect else None
-                    item = (letterbox(image, self.imgsz, shape=shape), name, t, image if with_frames else None)
-                    while not stop.is_set():
-                        try:
-                            frames.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except Exception as e:  # surfaced in the consumer, with its message
-                frames.put(e)
-            frames.put(done)
-
-        thread = threading.Thread(target=reader, daemon=True, name="yoloworld-reader")
-        thread.start()
-        try:
-            finished = False
-            while not finished:
-                batch: list = []
-                while len(batch) < batch_size:
-                    item = frames.get()
-                    if item is done:
-                        finished = True
-                        break
-                    if isinstance(item, Exception):
-                        raise item
-                    batch.append(item)
-                if batch:
-                    results = self._run_letterboxed(batch, conf, iou, max_det)
-                    if with_frames:
-                        yield from zip([frame for *_, frame in batch], results, strict=True)
-                    else:
-                        yield from results
-        finally:
-            stop.set()
-
-    def _run_letterboxed(self, batch: list, conf: float, iou: float, max_det: int) -> list[Detections]:
-        """``predict_stream``'s items ``((letterboxed, info), name, t_read, frame)``, one network call per
-        input shape, results in order."""
-        results: list[Detections] = [None] * len(batch)  # type: ignore[list-item]
-        for idx in _groups([lb.shape for (lb, _), _, _, _ in batch]):
-            part = [batch[i] for i in idx]
-            got = self._run(to_network_input(np.stack([lb for (lb, _), _, _, _ in part])),
-                            [info for (_, info), _, _, _ in part], [name for _, name, _, _ in part],
-                            conf, iou, max_det, t_start=min(t for _, _, t, _ in part))
-            for i, result in zip(idx, got, strict=True):
-                results[i] = result
-        return results
-
-    def _predict_batch(self, chunk: list, start: int, conf: float, iou: float, max_det: int,
-                       skip_bad: bool = False) -> list[Detections]:
+    def _prepare(self, item: str | np.ndarray, index: int, skip_bad: bool) -> Letterboxed | Detections:
+        """One source read and letterboxed; with ``skip_bad`` an unreadable one becomes its error result."""
         t0 = time.perf_counter()
-        loaded, failed = [], {}
-        for i, item in enumerate(chunk):
-            try:
-                loaded.append(load(item, start + i))
-            except ImageError as e:
-                if not skip_bad:
-                    raise
-                failed[i] = Detections.empty(source=item if isinstance(item, str) else f"array#{start + i}",
-                                             error=str(e))
-        good: list[Detections] = [None] * len(loaded)  # type: ignore[list-item]
-        shapes = [rect_shape(*img.shape[:2], self.imgsz) if self.rect else None for img, _ in loaded]
-        for idx in _groups(shapes):  # images that need different input shapes run as separate batches
-            batch, infos = preprocess([loaded[i][0] for i in idx], self.imgsz, rect=self.rect)
-            got = self._run(batch, infos, [loaded[i][1] for i in idx], conf, iou, max_det, t_start=t0)
-            for i, result in zip(idx, got, strict=True):
-                good[i] = result
-            t0 = time.perf_counter()
-        it = iter(good)
-        return [failed[i] if i in failed else next(it) for i in range(len(chunk))]
+        try:
+            image, name = load(item, index)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            return Detections.empty(source=item if isinstance(item, str) else f"array#{index}", error=str(e))
+        return self._letterbox(image, name, t0)
 
-    def _run(self, batch: np.ndarray, infos: list, sources: list[str], conf: float, iou: float, max_det: int,
-             t_start: float) -> list[Detections]:
-        """Inference + post-processing of a preprocessed batch; per-stage timings per image
-        (``preprocess`` counts from ``t_start``: reading and letterboxing)."""
-        t0 = t_start
+    def _letterbox(self, image: np.ndarray, source: str, t_read: float, keep_frame: bool = False) -> Letterboxed:
+        shape = rect_shape(image.shape[0], image.shape[1], self.imgsz) if self.rect else None
+        boxed, info = letterbox(image, self.imgsz, shape=shape)
+        return Letterboxed(boxed, info, source, (time.perf_counter() - t_read) * 1e3,
+                           image if keep_frame else None)
+
+    def _run(self, items: Iterable[Letterboxed | Detections], settings: DetectorSettings) -> list[Detections]:
+        """The one batching path: error results stay in place, letterboxed images of one input shape run
+        as one network call (so batching never changes a result); results in order."""
+        items = list(items)
+        out = {i: it for i, it in enumerate(items) if isinstance(it, Detections)}
+        groups: dict[tuple[int, ...], list[tuple[int, Letterboxed]]] = {}
+        for i, it in enumerate(items):
+            if isinstance(it, Letterboxed):
+                groups.setdefault(it.image.shape, []).append((i, it))
+        for group in groups.values():
+            for (i, _), result in zip(group, self._run_group([it for _, it in group], settings), strict=True):
+                out[i] = result
+        return [out[i] for i in range(len(items))]
+
+    def _run_group(self, items: list[Letterboxed], settings: DetectorSettings) -> list[Detections]:
+        """One network call on images of one shape and the shared post-processing; per-stage timings
+        per image (``preprocess``: reading, letterboxing and the batch's conversion)."""
+        t0 = time.perf_counter()
+        batch = to_network_input(np.stack([it.image for it in items]))
         t1 = time.perf_counter()
         raw = self.backend.infer(batch)
         t2 = time.perf_counter()
-        per_image = self._postprocess(raw, infos, conf, iou, max_det)
+        found = postprocess(raw, self.backend.output_form, [it.info for it in items], settings.conf, settings.iou,
+                            settings.max_det, settings.agnostic, self._class_scores)
         t3 = time.perf_counter()
-        n = len(sources)
-        speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
-                 "postprocess": (t3 - t2) * 1e3 / n}
+        n = len(items)
         names = np.asarray(self.vocabulary.names)
         ran = {"backend": self.backend.name, "precision": self.backend.precision}
-        return [Detections(xyxy, score, cls, names[cls], {"source": source, "image_hw": info.orig_hw,
-                                                           "speed_ms": dict(speed), **ran})
-                for (xyxy, score, cls), source, info in zip(per_image, sources, infos, strict=True)]
+        return [Detections(d.xyxy, d.confidence, d.class_id, names[d.class_id], {
+                    "source": it.source, "image_hw": it.info.orig_hw, **ran,
+                    "speed_ms": {"preprocess": it.prep_ms + (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n,
+                                 "postprocess": (t3 - t2) * 1e3 / n}})
+                for it, d in zip(items, found, strict=True)]
 
-    def _postprocess(self, raw: dict[str, np.ndarray], infos: list, conf: float, iou: float, max_det: int
-                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per image (xyxy, score, class) from what the backend returned, by its ``output_form``."""
-        form = self.backend.output_form
-        if form in ("nms", "trt_nms"):  # end-to-end artifact: NMS ran in the graph
-            return [unpack_nms_outputs(raw, b, info, conf, max_det) for b, info in enumerate(infos)]
-        if form == "raw":  # an export: decoded, one column per model text
-            scores, boxes = raw["scores"], raw["boxes"]
-            if self._capacity:  # open vocabulary: the vocabulary's columns, then merged per class
-                scores = self.vocabulary.reduce_scores(scores[..., :len(self.vocabulary.model_texts())])
-        else:  # a checkpoint's head outputs
-            n = len(STRIDES)
-            scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
-                                                [raw[f"box_dists_{i}"] for i in range(n)])
-            scores = self.vocabulary.reduce_scores(scores)
-        return [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, self.agnostic)
-                for b, info in enumerate(infos)]
+    def _class_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The model's score columns ``(..., T)`` -> the vocabulary's classes ``(..., C)``: a folded
+        export's are the classes already; otherwise the vocabulary's texts (an open-vocabulary export
+        pads to its capacity), merged per class."""
+        if self.backend.output_form == "raw" and not self._capacity:
+            return scores
+        return self.vocabulary.reduce_scores(scores[..., :len(self.vocabulary.model_texts())])
 
 
-def _groups(keys: list) -> list[list[int]]:
-    """Indices grouped by equal key, groups in order of first appearance."""
-    out: dict = {}
-    for i, key in enumerate(keys):
-        out.setdefault(key, []).append(i)
-    return list(out.values())
+class Letterboxed(NamedTuple):
+    """One image ready for the network: ``image`` letterboxed BGR uint8 ``(H, W, 3)``, its
+    :class:`LetterboxInfo`, the source's name, the ms spent reading and letterboxing it, and the frame as
+    decoded (``predict_stream(with_frames=True)``, else None)."""
 
-
-def check_detector_settings(imgsz: int | None, conf: float, iou: float, max_det: int) -> None:
-    """``ValueError`` naming the first of ``Detector``'s size and threshold settings out of range
-    (``imgsz`` None: the model's own size)."""
-    if imgsz is not None and (imgsz <= 0 or imgsz % 32):
-        raise ValueError(f"imgsz must be a positive multiple of 32, got {imgsz}")
-    _check_thresholds(conf, iou, max_det)
-
-
-#: Input size of official releases (every official config) and of own checkpoints that predate the record.
-OFFICIAL_IMGSZ = 640
-
-
-def resolve_imgsz(imgsz: int | None, weights: str | os.PathLike, manifest: Manifest | None,
-                  stored: int | None) -> tuple[int, str]:
-    """(input size, where it came from): an explicit ``imgsz`` wins where the model can run it; else an
-    export's own size, a checkpoint's training size, or the official 640."""
-    if manifest is not None:
-        native = manifest.imgsz[0]
-        if imgsz is None or imgsz == native:
-            return native, "exported at"
-        if manifest.dynamic_hw and imgsz < native:
-            return imgsz, "option"
-        raise ValueError(f"{weights} was exported at {native}x{native}"
-                         + (" (inputs up to that size)" if manifest.dynamic_hw else " (that size only)")
-                         + f"; imgsz {imgsz} needs a re-export with --imgsz {imgsz}")
-    if imgsz is not None:
-        return imgsz, "option"
-    if stored is not None:
-        return int(stored), "trained at"
-    return OFFICIAL_IMGSZ, "official default"
-
-
-def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
-    if not 0.0 <= conf < 1.0:
-        raise ValueError(f"conf must be in [0, 1), got {conf}")
-    if not 0.0 < iou <= 1.0:
-        raise ValueError(f"iou must be in (0, 1], got {iou}")
-    if max_det < 1:
-        raise ValueError(f"max_det must be >= 1, got {max_det}")
+    image: np.ndarray
+    info: LetterboxInfo
+    source: str
+    prep_ms: float
+    frame: np.ndarray | None = None

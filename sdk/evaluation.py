@@ -94,7 +94,7 @@ def validate_results(results: object, source: str = "results") -> list[dict[str,
                 raise YoloWorldError(f"{source}: entry {i} field '{name}' is {r[name]!r}")
         if len(r["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in r["bbox"]):
             raise YoloWorldError(f"{source}: entry {i} field 'bbox' is {r['bbox']!r}, expected [x, y, w, h]")
-    return results  # type: ignore[return-value]
+    return results
 
 
 def normalize_name(name: str) -> str:

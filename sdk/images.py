@@ -109,7 +109,7 @@ def iter_frames(source: ImageSource | Iterable[ImageSource] | int) -> Iterator[t
             cap.release()
     items = [source] if isinstance(source, (str, os.PathLike, np.ndarray)) else source
     index = 0
-    for item in items:  # type: ignore[union-attr]
+    for item in items:
         for expanded in expand_sources(item):
             yield load(expanded, index)
             index += 1

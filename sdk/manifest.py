@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from .atomic import atomic_write_text
 from .errors import YoloWorldError
+from .vocabulary import PromptMerge
 
 MANIFEST_KEY = "yoloworld"  # ONNX metadata_props key
 FORMAT = "yoloworld-sdk-export"
@@ -47,7 +48,7 @@ class Manifest:
 
     class_names: list[str]
     prompts: list[list[str]]
-    prompt_merge: str
+    prompt_merge: PromptMerge
     embedding_sha256: str
     imgsz: tuple[int, int]
     output_form: OutputForm = "raw"
@@ -131,9 +132,9 @@ def read_manifest(artifact: str | os.PathLike) -> Manifest:
 def _onnx_metadata(path: Path) -> str | None:
     try:
         import onnx
-    except ImportError:
-        onnx = None
-    if onnx is not None:
+    except ImportError:  # a deployment install: ONNX Runtime reads the metadata below
+        pass
+    else:
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # any parse failure means "not a readable ONNX"

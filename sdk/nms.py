@@ -10,7 +10,8 @@ import numpy as np
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box ``(4,)`` with ``(K, 4)`` boxes -> ``(K,)`` float32 (NaN for 0/0)."""
+    """IoU of one xyxy box ``(4,)`` with ``(K, 4)`` boxes -> ``(K,)`` float32; 0 where the union is empty
+    (as in :func:`pairwise_iou`; mmcv's 0/0 is NaN, which suppresses nothing either)."""
     xx1 = np.maximum(box[0], boxes[:, 0])
     yy1 = np.maximum(box[1], boxes[:, 1])
     xx2 = np.minimum(box[2], boxes[:, 2])
@@ -18,8 +19,8 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = np.maximum(xx2 - xx1, 0) * np.maximum(yy2 - yy1, 0)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (area + areas - inter)
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), np.float32(0)).astype(np.float32, copy=False)
 
 
 def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ original image; class-aware NMS; ``max_det`` per image; clipping to the image af
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,6 +16,39 @@ from .nms import batched_nms
 from .preprocess import LetterboxInfo
 
 STRIDES = (8, 16, 32)
+
+
+class ImageDetections(NamedTuple):
+    """One image's detections: xyxy ``(K, 4)`` float32 in original-image pixels, confidence ``(K,)``
+    float32, class_id ``(K,)`` int64; best first."""
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+
+
+def postprocess(raw: dict[str, np.ndarray], form: str, infos: Sequence[LetterboxInfo], conf: float, iou: float,
+                max_det: int, agnostic: bool = False,
+                class_scores: Callable[[np.ndarray], np.ndarray] | None = None) -> list[ImageDetections]:
+    """Per image detections from what a model returned, by its output form (``sdk.backends.base``):
+    ``"head"`` (per-level ``cls_logits_{i}`` / ``box_dists_{i}``: decoded here), ``"raw"`` (``scores``,
+    ``boxes``), ``"nms"`` / ``"trt_nms"`` (NMS ran in the graph; ``conf`` and ``max_det`` can only
+    tighten it). ``infos``: each image's letterbox. ``class_scores`` maps the model's score columns
+    ``(..., T)`` to the classes ``(..., C)`` (prompt merging, an open-vocabulary export's padding);
+    None: they are the classes. Every backend, training's validation and the export's check use this."""
+    if form in ("nms", "trt_nms"):
+        return [unpack_nms_outputs(raw, b, info, conf, max_det) for b, info in enumerate(infos)]
+    if form == "raw":
+        scores, boxes = raw["scores"], raw["boxes"]
+    elif form == "head":
+        n = len(STRIDES)
+        scores, boxes = decode_head_outputs([raw[f"cls_logits_{i}"] for i in range(n)],
+                                            [raw[f"box_dists_{i}"] for i in range(n)])
+    else:
+        raise ValueError(f"unknown output form {form!r}; expected 'head', 'raw', 'nms' or 'trt_nms'")
+    if class_scores is not None:
+        scores = class_scores(scores)
+    return [postprocess_image(scores[b], boxes[b], info, conf, iou, max_det, agnostic) for b, info in enumerate(infos)]
 
 
 def anchor_points(size_hw: tuple[int, int], strides: Sequence[int] = STRIDES
@@ -66,32 +100,32 @@ def decode_head_outputs(cls_logits: Sequence[np.ndarray], box_dists: Sequence[np
 
 def postprocess_image(scores: np.ndarray, boxes: np.ndarray, info: LetterboxInfo, conf: float,
                       iou: float, max_det: int, agnostic: bool = False, pre_nms_topk: int = 30000
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image: scores ``(A, C)``, boxes ``(A, 4)`` input xyxy -> (xyxy ``(K, 4)`` in original
-    pixels float32, confidence ``(K,)`` float32, class_id ``(K,)`` int64), best first."""
+                      ) -> ImageDetections:
+    """One image: scores ``(A, C)``, boxes ``(A, 4)`` input xyxy -> its detections, best first."""
     anchors, labels = np.nonzero(scores > conf)  # multi-label: every (anchor, class) pair
     values = scores[anchors, labels]
     order = np.argsort(-values, kind="stable")[:pre_nms_topk]
     anchors, labels, values = anchors[order], labels[order], values[order]
     xyxy = info.boxes_to_original(boxes[anchors])
     keep = batched_nms(xyxy, values, labels, iou, max_keep=max_det, agnostic=agnostic)
-    xyxy, values, labels = xyxy[keep], values[keep], labels[keep].astype(np.int64)
-    h, w = info.orig_hw
-    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
-    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
-    return xyxy, values.astype(np.float32), labels
+    return ImageDetections(_clip(xyxy[keep], info.orig_hw), values[keep].astype(np.float32),
+                           labels[keep].astype(np.int64))
 
 
 def unpack_nms_outputs(raw: dict[str, np.ndarray], b: int, info: LetterboxInfo, conf: float, max_det: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       ) -> ImageDetections:
     """Image ``b`` of an end-to-end artifact's padded outputs (``num_dets``, ``det_boxes``,
-    ``det_scores``, ``det_classes``) -> original-image xyxy, confidence, class_id (best first).
+    ``det_scores``, ``det_classes``) -> its detections (best first).
     ``conf``/``max_det`` can only tighten what the graph applied."""
     k = int(np.asarray(raw["num_dets"][b]).reshape(-1)[0])
     scores = raw["det_scores"][b, :k].astype(np.float32)
     keep = np.flatnonzero(scores > conf)[:max_det]
-    xyxy = info.boxes_to_original(raw["det_boxes"][b, keep])
-    h, w = info.orig_hw
-    np.clip(xyxy[:, 0::2], 0, w, out=xyxy[:, 0::2])
-    np.clip(xyxy[:, 1::2], 0, h, out=xyxy[:, 1::2])
-    return xyxy, scores[keep], raw["det_classes"][b, keep].astype(np.int64)
+    xyxy = _clip(info.boxes_to_original(raw["det_boxes"][b, keep]), info.orig_hw)
+    return ImageDetections(xyxy, scores[keep], raw["det_classes"][b, keep].astype(np.int64))
+
+
+def _clip(xyxy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Boxes clipped to the image, in place (after NMS, as the official pipeline does)."""
+    np.clip(xyxy[:, 0::2], 0, hw[1], out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, hw[0], out=xyxy[:, 1::2])
+    return xyxy

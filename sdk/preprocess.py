@@ -99,7 +99,7 @@ def preprocess(images_bgr: list[np.ndarray], size: int, rect: bool = False
     padded to its largest member)."""
     shape = (size, size)
     if rect and images_bgr:
-        shapes = [rect_shape(*img.shape[:2], size) for img in images_bgr]
+        shapes = [rect_shape(img.shape[0], img.shape[1], size) for img in images_bgr]
         shape = (max(s[0] for s in shapes), max(s[1] for s in shapes))
     batch = np.empty((len(images_bgr), *shape, 3), np.uint8)
     infos = [letterbox(img, size, out=batch[i], shape=shape)[1] for i, img in enumerate(images_bgr)]

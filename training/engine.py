@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from sdk.detections import Detections
 from sdk.evaluation import coco_evaluate
-from sdk.model import STRIDES, YoloWorld
-from sdk.postprocess import decode_head_outputs, postprocess_image
+from sdk.model import YoloWorld
+from sdk.postprocess import postprocess
 
 from . import distributed as D
 from .config import AmpMode
@@ -194,16 +194,14 @@ def _optimizer_step(ctx: EpochContext, state: LoopState) -> float:
 @torch.no_grad()
 def predict_batch(model: YoloWorld, images: Tensor, text_embeds: Tensor, infos: list, amp: AmpMode,
                   conf: float = 0.001, iou: float = 0.7, max_det: int = 300) -> list[Detections]:
-    """The sdk post-processing on a letterboxed uint8 batch ``(B, 3, S, S)`` (RGB)."""
+    """:func:`sdk.postprocess.postprocess` (what every backend runs) on a letterboxed uint8 batch
+    ``(B, 3, S, S)`` (RGB)."""
     with autocast(images.device, amp):
         out = model(images.float().div_(255), text_embeds)
-    scores, boxes = decode_head_outputs([t.float().cpu().numpy() for t in out.cls_logits],
-                                        [t.float().cpu().numpy() for t in out.box_dists], STRIDES)
-    dets = []
-    for b, info in enumerate(infos):
-        xyxy, score, cls = postprocess_image(scores[b], boxes[b], info, conf, iou, max_det)
-        dets.append(Detections(xyxy, score, cls, np.array([""] * len(cls))))
-    return dets
+    raw = {f"cls_logits_{i}": t.float().cpu().numpy() for i, t in enumerate(out.cls_logits)}
+    raw.update({f"box_dists_{i}": t.float().cpu().numpy() for i, t in enumerate(out.box_dists)})
+    return [Detections(d.xyxy, d.confidence, d.class_id, np.array([""] * len(d.class_id)))
+            for d in postprocess(raw, "head", infos, conf, iou, max_det)]
 
 
 @torch.no_grad()

@@ -60,7 +60,8 @@ class CudaPython:
         self._d2h = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
 
     def _ok(self, result: Any, what: str) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
+        parts: tuple[Any, ...] = result if isinstance(result, tuple) else (result,)
+        err, rest = parts[0], list(parts[1:])
         if int(getattr(err, "value", err)) != 0:
             _, msg = self.rt.cudaGetErrorString(err)
             raise YoloWorldError(f"CUDA {what} failed: {msg.decode() if isinstance(msg, bytes) else msg}")
@@ -145,9 +146,9 @@ class PyCuda:
         return self.drv.pagelocked_empty(max(nbytes, 1), np.uint8)
 
     def host_free(self, array: np.ndarray) -> None:
-        base = getattr(array, "base", None)
-        if hasattr(base, "free"):
-            base.free()
+        free = getattr(getattr(array, "base", None), "free", None)
+        if free is not None:
+            free()
 
     def stream_create(self) -> Any:
         return self.drv.Stream()

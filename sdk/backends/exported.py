@@ -1,38 +1,37 @@
 """What every runtime of ``yoloworld-export`` artifacts shares: the manifest, the files beside the
 artifact, and the open vocabulary (prompts -> tokens -> the exported text encoder -> padded embeddings
-with a mask). A runtime backend supplies only ``_run_text(ids)`` and ``_run(feed)``. No torch."""
+with a mask). A runtime backend supplies only ``_run_text(ids)`` and ``_infer(images)``. No torch."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import VocabularyError, YoloWorldError
-from ..manifest import Manifest, read_manifest
-from .base import ClosingBackend
+from ..manifest import Manifest
+from .base import BackendBase
 
 _TEXT_CHUNK = 256  # prompts per text-encoder call
 
 
-class ExportedBackend(ClosingBackend):
+class ExportedBackend(BackendBase):
     """Base of the ONNX Runtime and OpenVINO backends (see :class:`sdk.backends.base.Backend`)."""
 
     #: dtype the runtime's ``text_mask`` input takes (bool or float32), set by the subclass
     _mask_dtype: type = np.float32
+    manifest: Manifest  # always set by _read
 
-    def _read(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.manifest: Manifest = read_manifest(path)
-        self.open_vocabulary = self.manifest.open_vocabulary
-        self.output_form = self.manifest.output_form
-        self.stored_vocabulary = None
-        self.stored_imgsz, self.stored_class_names = None, None  # the manifest has both
-        self.capacity = self.manifest.vocab_capacity if self.open_vocabulary else 0
-        self.tokenizer = None
+    def _read(self, path: str | os.PathLike) -> Manifest:
+        manifest = self._read_manifest(path)
+        self.capacity = manifest.vocab_capacity if self.open_vocabulary else 0
+        self.tokenizer: Any = None
         self._embeddings: dict[str, np.ndarray] = {}
         self._text_feed: dict[str, np.ndarray] | None = None
+        return manifest
+
 
     def _beside(self, key: str) -> Path:
         """A file the manifest names (``extra[key]``) in the artifact's folder."""
@@ -51,8 +50,7 @@ class ExportedBackend(ClosingBackend):
         """L2-normalised float32 ``(N, D)`` from the exported text encoder (open vocabulary only);
         cached per prompt."""
         if not self.open_vocabulary:
-            raise YoloWorldError("this exported model has its vocabulary folded in "
-                                 f"({self.manifest.class_names}); re-export it for other classes")
+            raise self.folded()
         missing = [t for t in dict.fromkeys(texts) if t not in self._embeddings]
         if missing and self.tokenizer is None:
             from ..tokenizer import load_tokenizer
@@ -71,7 +69,7 @@ class ExportedBackend(ClosingBackend):
     def set_text(self, text_embeds: np.ndarray) -> None:
         """Pad the vocabulary's ``(T, D)`` embeddings to the capacity; the mask marks the T in use."""
         if not self.open_vocabulary:
-            raise YoloWorldError("this exported model has a fixed vocabulary")
+            raise self.folded()
         text_embeds = np.asarray(text_embeds, np.float32)
         n, cap = text_embeds.shape[0], self.capacity
         if n > cap:
@@ -80,19 +78,12 @@ class ExportedBackend(ClosingBackend):
                                   f"with a larger capacity")
         emb = np.zeros((cap, text_embeds.shape[1]), np.float32)
         emb[:n] = text_embeds
-        mask = np.zeros(cap, self._mask_dtype)
+        mask: np.ndarray = np.zeros(cap, self._mask_dtype)
         mask[:n] = 1
         self._text_feed = {"text_embeds": emb, "text_mask": mask}
 
     def _feed(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The inputs of one ``infer`` call, checked against what the artifact accepts."""
-        b, (h, w) = images.shape[0], images.shape[2:]
-        if not self.manifest.dynamic_batch and b != 1:
-            raise YoloWorldError(f"this model was exported with a static batch of 1; got a batch of {b} "
-                                 f"(use batch_size=1 or re-export without --static-batch)")
-        if not self.manifest.dynamic_hw and (h, w) != tuple(self.manifest.imgsz):
-            raise YoloWorldError(f"{self.path.name} takes {self.manifest.imgsz[0]}x{self.manifest.imgsz[1]} inputs "
-                                 f"only (exported with a static shape); got {h}x{w}")
+        """The inputs of one ``infer`` call (``images`` already checked by ``check_input``)."""
         feed = {self.manifest.input_name: images}
         if self.open_vocabulary:
             if self._text_feed is None:

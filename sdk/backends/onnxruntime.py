@@ -8,6 +8,7 @@ beside the artifact), then padded to ``vocab_capacity`` with a mask. No torch an
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,6 @@ class OnnxRuntimeBackend(ExportedBackend):
 
         options = options or RuntimeOptions()
         self._read(path)
-        self.precision = self.manifest.precision
         available = ort.get_available_providers()
         wanted = options.providers or _PROVIDERS["cuda" if device.startswith("cuda") else "cpu"]
         chosen = [p for p in wanted if p in available]
@@ -53,7 +53,7 @@ class OnnxRuntimeBackend(ExportedBackend):
         if self.open_vocabulary:
             mask = {i.name: i for i in self.session.get_inputs()}["text_mask"]
             self._mask_dtype = bool if mask.type == "tensor(bool)" else np.float32
-        self.text_session = None  # opened on first use
+        self.text_session: Any = None  # opened on first use
 
     def _open_session(self, path: str | os.PathLike, providers: list[str] | None = None):
         try:
@@ -68,7 +68,7 @@ class OnnxRuntimeBackend(ExportedBackend):
                 self._beside("text_encoder"), [p for p in self._providers if p != "TensorrtExecutionProvider"])
         return self.text_session.run(None, {self.text_session.get_inputs()[0].name: ids})[0]
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         feed = self._feed(images)
         if not self.io_binding:
             return dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))

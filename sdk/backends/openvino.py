@@ -19,6 +19,7 @@ import functools
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,8 @@ class OpenVinoBackend(ExportedBackend):
         self.mode = options.performance
         if self.mode not in ("latency", "throughput"):
             raise ValueError(f"performance must be 'latency' or 'throughput', got {self.mode!r}")
-        self._config = {"INFERENCE_PRECISION_HINT": _HINTS[compute], "PERFORMANCE_HINT": self.mode.upper()}
+        self._config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": _HINTS[compute],
+                                              "PERFORMANCE_HINT": self.mode.upper()}
         if options.intra_op_threads:
             self._config["INFERENCE_NUM_THREADS"] = int(options.intra_op_threads)
         if self.mode == "throughput" and options.num_requests:
@@ -135,7 +137,7 @@ class OpenVinoBackend(ExportedBackend):
         self._seen: dict[tuple, int] = {}  # input shape -> calls
         self._int8 = self.manifest.precision == "int8"
         self._requests: dict[int, list] = {}  # throughput mode: id(compiled model) -> its infer requests
-        self._text = None
+        self._text: Any = None  # the text encoder, compiled on first use
         self.num_requests = options.num_requests or 1
         if self.mode == "throughput":
             self.num_requests = options.num_requests or int(
@@ -177,8 +179,8 @@ class OpenVinoBackend(ExportedBackend):
                                                   {"INFERENCE_PRECISION_HINT": "f32"})
         return np.asarray(self._text.create_infer_request().infer({0: ids})[0])
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        feed = self._feed(np.ascontiguousarray(images, np.float32))
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        feed = self._feed(np.ascontiguousarray(images))
         if self.mode == "latency" or images.shape[0] == 1:
             compiled = self._compile(images.shape)
             return self._named(compiled, compiled.create_infer_request().infer(feed))

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import YoloWorldError
-from ..manifest import Manifest, read_manifest
-from .base import ClosingBackend, RuntimeOptions
+from ..manifest import Manifest
+from .base import BackendBase, RuntimeOptions
 from .cuda import CudaApi, open_cuda, stream_handle
 from .trt_env import REBUILD_HINT, EngineIncompatible, check_engine_compatible, current_gpu, import_tensorrt
 
@@ -42,24 +42,21 @@ def device_index(device: str) -> int:
                          "device='cuda' or 'cuda:N', or the exported .onnx on CPU)")
 
 
-class TensorRTBackend(ClosingBackend):
+class TensorRTBackend(BackendBase):
     """``infer(images) -> {output name: array}`` on a TensorRT engine (fixed vocabulary)."""
 
     name = "tensorrt"
-    open_vocabulary = False
+    manifest: Manifest
 
     def __init__(self, path: str | os.PathLike, device: str = "cuda", options: RuntimeOptions | None = None,
                  trt: Any = None, cuda: CudaApi | None = None) -> None:
-        self.path = Path(path)
         self.options = options or RuntimeOptions()
         index = device_index(device)
-        if not self.path.is_file():
-            raise YoloWorldError(f"{self.path}: no such engine file")
-        self.manifest: Manifest = read_manifest(self.path)
-        self.output_form = self.manifest.output_form
-        self.precision = self.manifest.precision
-        self.stored_vocabulary = None
-        self.stored_imgsz, self.stored_class_names = None, None  # the manifest has both
+        if not Path(path).is_file():
+            raise YoloWorldError(f"{path}: no such engine file")
+        self._read_manifest(path)
+        self.open_vocabulary = False  # engines are built from fixed-vocabulary exports only
+        self.splits_batches = self.options.split_batches
         trt = trt or import_tensorrt()
         check_engine_compatible(self.manifest, {"tensorrt": str(trt.__version__),
                                                 "gpu": dataclasses.asdict(current_gpu(index))})
@@ -129,16 +126,9 @@ class TensorRTBackend(ClosingBackend):
             self.cuda_graphs = False
 
     # ------------------------------------------------------------------------------------------
-    # the Backend protocol
+    # inference
 
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        raise YoloWorldError(f"{self.path.name} has its vocabulary folded in ({self.manifest.class_names}); "
-                             "re-export it for other classes")
-
-    def set_text(self, text_embeds: np.ndarray) -> None:
-        raise YoloWorldError("this engine has a fixed vocabulary")
-
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """float32 ``(B, 3, H, W)`` -> outputs with B rows, whatever the profile (split / padded)."""
         if tuple(images.shape[1:]) != self.item_shape:
             raise YoloWorldError(f"{self.path.name} takes (B, {', '.join(map(str, self.item_shape))}) inputs; "
@@ -231,7 +221,7 @@ class TensorRTBackend(ClosingBackend):
         cuda.stream_destroy(self.stream)
         self._graphs, self._device, self._host, self._allocators = {}, {}, {}, {}
         self.context = self.engine = None
-        self.cuda = None
+        del self.cuda  # closed: close() again finds nothing to free
 
     def __del__(self) -> None:
         try:
@@ -248,7 +238,9 @@ def _output_allocator(trt: Any, cuda: CudaApi, dtype: np.dtype) -> Any:
     class Allocator(trt.IOutputAllocator):
         def __init__(self) -> None:
             trt.IOutputAllocator.__init__(self)
-            self.ptr, self.size, self.shape, self.dtype, self.error = 0, 0, (), dtype, None
+            self.ptr, self.size, self.dtype = 0, 0, dtype
+            self.shape: tuple[int, ...] = ()
+            self.error: Exception | None = None
 
         def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
             if size > self.size or not self.ptr:

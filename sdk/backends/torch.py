@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import VocabularyError
-from .base import ClosingBackend, RuntimeOptions
+from ..errors import VocabularyError, YoloWorldError
+from .base import BackendBase, BackendForm, RuntimeOptions
 
 
-class TorchBackend(ClosingBackend):
+class TorchBackend(BackendBase):
     """Runs :class:`sdk.model.YoloWorld` from an official or own checkpoint; ``options.half``: float16
     network (outputs come back as float32 numpy)."""
 
     name = "torch"
     open_vocabulary = True
 
-    output_form = "head"
-    manifest = None
+    output_form: BackendForm = "head"
+    model: Any  # the YoloWorld while open, None once closed
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", options: RuntimeOptions | None = None) -> None:
         import torch
@@ -44,6 +45,7 @@ class TorchBackend(ClosingBackend):
         if options is not None and options.intra_op_threads:
             torch.set_num_threads(options.intra_op_threads)  # torch's pool is per process
         self._torch = torch
+        self.path = Path(path)
         self.device = torch.device(device)
         self.model, self.meta = load_checkpoint_with_meta(path, self.device)
         # NHWC on the CPU: oneDNN's native layout (see the module docstring); CUDA keeps NCHW
@@ -73,10 +75,10 @@ class TorchBackend(ClosingBackend):
     def set_text(self, text_embeds: np.ndarray) -> None:
         self._text = self._torch.from_numpy(np.ascontiguousarray(text_embeds)).to(self.device, self.dtype)
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         if self._text is None:
-            raise RuntimeError("no vocabulary set")
+            raise YoloWorldError("no vocabulary set (call set_text / Detector.set_classes)")
         with torch.inference_mode():
             # cast after the copy: float32 crosses to the GPU, the cast runs there
             x = torch.from_numpy(images).to(self.device).to(self.dtype)
@@ -87,7 +89,7 @@ class TorchBackend(ClosingBackend):
         return res
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -105,11 +107,3 @@ def encode_texts(model: Any, stored: dict[str, Any] | None, texts: list[str]) ->
             f"own prompts: {sorted(stored)[:20]}; unknown: {missing[:5]}")
     encoded = dict(zip(missing, model.encode_text(missing).cpu().numpy(), strict=True)) if missing else {}
     return np.stack([np.asarray(stored[t], np.float32) if t in stored else encoded[t] for t in texts])
-
-
-def checkpoint_vocabulary(path: str | os.PathLike) -> list[list[str]] | None:
-    """The vocabulary an own checkpoint stores (one prompt list per class), read without building the
-    model; None for official releases, which store none."""
-    from ..model.checkpoint import stored_vocabulary
-
-    return stored_vocabulary(path)

@@ -1,5 +1,6 @@
 """The YOLO-World model in PyTorch (imports torch; never imported by ``import sdk``)."""
 
+from ..postprocess import STRIDES  # one definition: the numpy post-processing decodes with it
 from .checkpoint import (
     infer_config,
     load_checkpoint,
@@ -10,7 +11,7 @@ from .checkpoint import (
 )
 from .config import PRESETS, VARIANTS, TextEncoderConfig, YoloWorldConfig, get_config
 from .text_encoder import CLIPTextEncoder, load_text_encoder, tokenize
-from .yoloworld import STRIDES, HeadOutputs, YoloWorld
+from .yoloworld import HeadOutputs, YoloWorld
 
 
 def build_model(cfg: YoloWorldConfig) -> YoloWorld:

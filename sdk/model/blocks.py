@@ -220,8 +220,8 @@ class ImagePoolingAttention(nn.Module):
         b = feats[0].shape[0]
         if text.dim() == 2:
             text = text.expand(b, -1, -1)
-        tokens = [adaptive_max_pool(proj(x), self.pool_size) for proj, x in zip(self.projections, feats, strict=True)]
-        tokens = torch.cat(tokens, 2).transpose(1, 2)  # (B, 27, E)
+        pooled = [adaptive_max_pool(proj(x), self.pool_size) for proj, x in zip(self.projections, feats, strict=True)]
+        tokens = torch.cat(pooled, 2).transpose(1, 2)  # (B, 27, E)
         m, d = self.num_heads, self.head_channels
         q = self.query(text).unflatten(-1, (m, d)).transpose(1, 2)  # (B, m, N, d)
         k = self.key(tokens).unflatten(-1, (m, d)).transpose(1, 2)  # (B, m, 27, d)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..atomic import atomic_path
 from ..errors import CheckpointError
-from .config import YoloWorldConfig
+from .config import NeckType, YoloWorldConfig
 from .text_encoder import infer_text_config
 from .yoloworld import YoloWorld
 
@@ -95,6 +95,7 @@ def infer_config(sd: dict[str, Tensor]) -> YoloWorldConfig:
     n1 = sum(1 for k in sd if k.startswith(bb + "stage1.1.blocks.") and k.endswith("conv1.conv.weight"))
     deepen = _DEEPEN_BY_BLOCKS.get(n1, n1 / 3)
     last = round(_shape(sd, bb + "stage4.0.conv.weight")[0] / widen)
+    neck: NeckType
     if "neck.text_enhancer.projections.0.conv.weight" in sd:
         neck = "dual_vlpan"
     elif "neck.top_down_layers.0.attn_block.guide_fc.weight" in sd:
@@ -197,11 +198,13 @@ def load_checkpoint_with_meta(path: str | os.PathLike, device: str | torch.devic
     return model.to(device).eval(), meta
 
 
-def stored_vocabulary(path: str | os.PathLike) -> list[list[str]] | None:
-    """An own checkpoint's stored vocabulary (one prompt list per class), read without building the model;
-    None for official files, which store none."""
+def stored_facts(path: str | os.PathLike) -> dict[str, Any]:
+    """What an own checkpoint records about itself, read without building the model: ``vocabulary`` (one
+    prompt list per class), ``imgsz`` (training size) and ``class_names``; each None where absent (official
+    releases store none of them)."""
     data = _read(path)
-    return data.get("vocabulary") if isinstance(data, dict) and data.get("format") == FORMAT else None
+    own = isinstance(data, dict) and data.get("format") == FORMAT
+    return {k: data.get(k) if own else None for k in ("vocabulary", "imgsz", "class_names")}
 
 
 def save_checkpoint(model: YoloWorld, path: str | os.PathLike, **extra: Any) -> Path:

@@ -70,7 +70,8 @@ class YoloWorldConfig:
     @property
     def feature_channels(self) -> tuple[int, int, int]:
         """Channels of P3, P4, P5 (backbone outputs = neck outputs = head inputs)."""
-        return self.stage_channels[2:]  # type: ignore[return-value]
+        c = self.stage_channels
+        return c[2], c[3], c[4]
 
     @property
     def neck_blocks(self) -> int:

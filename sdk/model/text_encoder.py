@@ -127,7 +127,7 @@ class CLIPTextEncoder(nn.Module):
         self.register_load_state_dict_post_hook(CLIPTextEncoder._forget)
 
     @staticmethod
-    def _forget(module: nn.Module, _incompatible: object) -> None:
+    def _forget(module: CLIPTextEncoder, _incompatible: object) -> None:
         module._memory = {}
         module._fingerprint = None
 
@@ -231,8 +231,8 @@ def convert_open_clip_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
             out[dst + f"self_attn.{part}_proj.bias"] = b.contiguous()
         pairs = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
                  "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
-        for a, b in pairs.items():
-            out[dst + f"{b}.weight"], out[dst + f"{b}.bias"] = sd[src + f"{a}.weight"], sd[src + f"{a}.bias"]
+        for old, new in pairs.items():
+            out[dst + f"{new}.weight"], out[dst + f"{new}.bias"] = sd[src + f"{old}.weight"], sd[src + f"{old}.bias"]
         n += 1
     return out
 

@@ -9,6 +9,8 @@ load through a prefix map (``checkpoint.py``). The forward pass takes L2-normali
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,8 +26,6 @@ from .blocks import (
 )
 from .config import YoloWorldConfig
 from .text_encoder import CLIPTextEncoder
-
-STRIDES = (8, 16, 32)
 
 
 class Backbone(nn.Module):
@@ -46,9 +46,10 @@ class Backbone(nn.Module):
             self.add_module(f"stage{i + 1}", nn.Sequential(*layers))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.stage2(self.stage1(self.stem(x)))
-        c4 = self.stage3(x)
-        return [x, c4, self.stage4(c4)]
+        stage1, stage2, stage3, stage4 = (cast(nn.Module, getattr(self, f"stage{i}")) for i in range(1, 5))
+        x = stage2(stage1(self.stem(x)))
+        c4 = stage3(x)
+        return [x, c4, stage4(c4)]
 
 
 class VLPAN(nn.Module):

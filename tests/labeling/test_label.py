@@ -20,16 +20,22 @@ from labeling.cli import label_main, parse_conf
 from labeling.engine import LabelStalled, block_count, plan_actors, with_stall_timeout
 from labeling.outputs import MergeError, split_of
 from labeling.shards import ShardError, read_shards
-from sdk import Detector
+from sdk import Detector, RuntimeOptions
+from sdk.settings import DetectorSettings
 from tests.parity import LABEL_BOX_ATOL, LABEL_SCORE_ATOL
 
 ORT1 = dict(backend="onnxruntime", threads=1, imgsz=160, batch_size=4)
 
 
+def label_settings(model, batch_size: int = 8, threads: int | None = None, **detector) -> LabelSettings:
+    """``LabelSettings`` from flat keywords: ``threads`` -> the runtime's, the rest -> ``DetectorSettings``."""
+    runtime = RuntimeOptions(intra_op_threads=threads)
+    return LabelSettings(str(model), detector=DetectorSettings(runtime=runtime, **detector), batch_size=batch_size)
+
+
 def job(fx, out: Path, **kw) -> LabelJob:
     model_kw = {**ORT1, **{k: kw.pop(k) for k in list(kw) if k in ORT1 or k == "agnostic"}}
-    settings = LabelSettings(str(fx.model), **model_kw)
-    return LabelJob((str(fx.photos),), str(out), settings, progress=False, **kw)
+    return LabelJob((str(fx.photos),), str(out), label_settings(fx.model, **model_kw), progress=False, **kw)
 
 
 def shard_records(out: Path) -> list[dict]:
@@ -108,7 +114,7 @@ def test_a_changed_image_is_labeled_again(label_collection_fixture, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(fx.photos / "a", photos)
     out = tmp_path / "out"
-    settings = LabelSettings(str(fx.model), **ORT1)
+    settings = label_settings(fx.model, **ORT1)
     assert label_collection(LabelJob((str(photos),), str(out), settings, progress=False))["labeled_now"] == 48
     changed = sorted(photos.iterdir())[5]
     changed.write_bytes(changed.read_bytes())  # same bytes, new mtime: "stat" keys see a change
@@ -224,7 +230,7 @@ def test_imgsz_unset_is_the_size_the_model_was_exported_at(label_collection_fixt
     fx = label_collection_fixture
     args = label_parser().parse_args([str(fx.photos), "--weights", str(fx.model), "--out", "x"])
     assert args.imgsz is None
-    worker = LabelWorker(LabelSettings(str(fx.model), imgsz=args.imgsz, backend="onnxruntime", threads=1))
+    worker = LabelWorker(label_settings(fx.model, imgsz=args.imgsz, backend="onnxruntime", threads=1))
     assert worker.detector.imgsz == 160  # the fixture's export, not 640
     worker.close()
 
@@ -235,12 +241,13 @@ def test_yolo_output_reads_back_as_the_coco_labels(label_collection_fixture, tmp
     fx = label_collection_fixture
     coco = label_collection(job(fx, tmp_path / "coco", val_fraction=0.25))
     yolo = label_collection(job(fx, tmp_path / "yolo", val_fraction=0.25, format="yolo"))
+    assert coco["boxes"] > 0 and yolo["boxes"] > 0  # the comparisons below hold for no labels too
     assert coco["per_class"] == yolo["per_class"]
     labels = coco_labels(tmp_path / "coco")
     ds = read_yolo(tmp_path / "yolo" / "data.yaml")
     assert sorted(ds.splits) == ["train", "val"]
     assert ds.class_names == fx.classes
-    seen = 0
+    seen = seen_boxes = 0
     for split in ds.splits.values():
         by_id = {im["id"]: im for im in split.coco["images"]}
         boxes: dict[int, list] = {i: [] for i in by_id}
@@ -252,8 +259,9 @@ def test_yolo_output_reads_back_as_the_coco_labels(label_collection_fixture, tmp
             got = sorted((c, *b) for b, c in boxes[image_id])
             assert [g[0] for g in got] == [w[0] for w in want], target
             np.testing.assert_allclose([g[1:] for g in got], [w[1:] for w in want], atol=1e-3)  # 6 digits of 128 px
-            seen += 1
+            seen, seen_boxes = seen + 1, seen_boxes + len(got)
     assert seen == len(fx.good)
+    assert seen_boxes == coco["boxes"]  # every label was compared, and there are some (above)
     val = {str((ds.splits["val"].img_dir / im["file_name"]).resolve()) for im in ds.splits["val"].coco["images"]}
     assert val == {p for p in labels if split_of(p, 0.25) == "val"}
 
@@ -281,7 +289,7 @@ def test_cli_errors_name_what_is_wrong(label_collection_fixture, tmp_path, capsy
     assert label_main([str(fx.photos), *base, "--conf", "person=high"]) == 2
     assert "'person=high'" in capsys.readouterr().err
     assert label_main([str(fx.photos), *base, "--classes", "cat,dog"]) == 2  # a folded export's vocabulary is fixed
-    assert "--classes ['cat', 'dog'] needs another export" in capsys.readouterr().err
+    assert "the classes ['cat', 'dog'] need another export" in capsys.readouterr().err
     assert label_main([str(fx.photos), *base, "--imgsz", "100"]) == 2  # checked on the driver, before any work
     assert "imgsz must be a positive multiple of 32, got 100" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing made before the inputs were checked
@@ -296,7 +304,7 @@ def test_manifest_sources(label_collection_fixture, tmp_path):
     manifest = tmp_path / "list.txt"
     manifest.write_text("".join(os.path.relpath(p, tmp_path) + "\n" for p in fx.good[:5]))
     summary = label_collection(LabelJob((str(manifest), fx.good[7]), str(tmp_path / "out"),
-                                        LabelSettings(str(fx.model), **ORT1), progress=False))
+                                        label_settings(fx.model, **ORT1), progress=False))
     assert summary["images"] == 6
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trt_fake
-from parity import SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL, assert_same_detections
+from parity import SAME_RUNTIME_BOX_ATOL, SAME_RUNTIME_SCORE_ATOL, assert_same_detection_lists
 
 import sdk.backends.tensorrt as backend_mod
 import sdk.backends.trt_env as trt_env
@@ -73,9 +73,9 @@ def test_detections_equal_onnxruntime_with_split_and_pad(env, exported, images, 
     ref = Detector(exported[form], backend="onnxruntime", conf=0.05).predict(sources, batch_size=5)
     assert ref[0].data["speed_ms"] and ref[0].data["backend"] == "onnxruntime" and got[0].data["backend"] == "tensorrt"
     assert sum(len(r) for r in ref) > 10
-    for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL,  # batches split and padded
-                               score_atol=SAME_RUNTIME_SCORE_ATOL)
+    # each side more than 10 detections (an engine path returning nothing fails); batches split and padded
+    assert_same_detection_lists(got, ref, conf=0.05, minimum=11, box_atol=SAME_RUNTIME_BOX_ATOL,
+                                score_atol=SAME_RUNTIME_SCORE_ATOL)
     # 5 -> 4 + 1 padded to the profile's minimum of 2; 3 fits
     assert [c[1] for c in env.trt.rec.calls if c[0] == "execute"] == [4, 2, 3]
     # buffers were allocated once, for the largest batch
@@ -110,6 +110,7 @@ def test_data_dependent_outputs_use_an_allocator_and_turn_graphs_off(env, export
     engine = make_engine(exported["nms"], tmp_path / "m.engine")
     batch, _ = preprocess(images[:3], 160)
     ref = open_backend(env, engine).infer(batch)
+    assert (ref["num_dets"] > 0).all()  # detections in every image: equal padding alone would not compare much
     with pytest.warns(UserWarning, match=r"CUDA graphs off: outputs \['det_boxes'\] have data-dependent"):
         be = open_backend(env, engine, cuda_graphs=True, dynamic_outputs=("det_boxes",))
     for _ in range(2):  # the second call reuses the allocator's buffer
@@ -141,7 +142,7 @@ def test_profile_errors_without_splitting(env, exported, tmp_path):
         with pytest.raises(EngineProfileError, match=rf"allows a batch of 2 to 4; asked for {b}.*--batch {b}"):
             be.infer(np.zeros((b, 3, 160, 160), np.float32))
     assert be.infer(np.zeros((3, 3, 160, 160), np.float32))["scores"].shape[0] == 3
-    with pytest.raises(YoloWorldError, match=r"takes \(B, 3, 160, 160\) inputs; got \(1, 3, 320, 320\)"):
+    with pytest.raises(YoloWorldError, match=r"takes 160x160 inputs only .*; got 320x320"):
         be.infer(np.zeros((1, 3, 320, 320), np.float32))
 
 
