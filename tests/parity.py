@@ -182,6 +182,32 @@ def assert_same_detections(a, b, *, conf: float, max_det: int = 300, box_atol: f
     return c
 
 
+def count_detections(results) -> int:
+    """Detections in one ``Detections`` (anything with ``confidence``) or in a list of them."""
+    if hasattr(results, "confidence"):
+        return len(results)
+    return sum(len(r) for r in results)
+
+
+def require_detections(*sides, minimum: int = 1) -> None:
+    """Each of ``sides`` (one ``Detections`` or a list of them, one per image) holds at least ``minimum``
+    detections in all. Two empty results are equal under every comparison here, so a comparison on a case
+    that has detections says so: a pipeline that returns nothing then fails instead of passing."""
+    for i, side in enumerate(sides):
+        n = count_detections(side)
+        assert n >= minimum, (f"side {i} of the comparison holds {n} detections, fewer than the {minimum} this "
+                              f"case has: an empty result would compare equal to an empty one")
+
+
+def assert_same_detection_lists(a: list, b: list, *, conf: float, minimum: int = 1, **kw) -> list[SetComparison]:
+    """Two lists of ``Detections`` (one per image): as many images, each side at least ``minimum``
+    detections in all (:func:`require_detections`), and image by image the same set
+    (:func:`assert_same_detections`, which ``kw`` is passed to)."""
+    assert len(a) == len(b), (len(a), len(b))
+    require_detections(a, b, minimum=minimum)
+    return [assert_same_detections(x, y, conf=conf, **kw) for x, y in zip(a, b, strict=True)]
+
+
 def assert_identical_detections(a, b) -> None:
     """Bit-equal inputs through the same kernels: the same detections in the same order."""
     np.testing.assert_array_equal(a.class_id, b.class_id)

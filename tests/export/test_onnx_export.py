@@ -15,7 +15,9 @@ from parity import (
     SAME_RUNTIME_SCORE_ATOL,
     TRAINED_BOX_ATOL,
     TRAINED_SCORE_ATOL,
+    assert_same_detection_lists,
     assert_same_detections,
+    require_detections,
 )
 
 from export.main import main as export_main
@@ -46,6 +48,7 @@ def test_onnx_runtime_equals_pytorch_on_trained_weights(trained_tiny, images, tm
     got = Detector(path, backend="onnxruntime", conf=0.01).predict(val_images + images, batch_size=3)
     ref = Detector(ckpt, imgsz=160, conf=0.01).predict(val_images + images, batch_size=3)
     assert sum((r.confidence > 0.1).sum() for r in ref[:4]) >= 4  # the shapes are found, not only noise
+    require_detections(got[:4], minimum=4)  # and by the export too: an empty result would compare equal
     for a, b in zip(got, ref, strict=True):
         c = assert_same_detections(a, b, conf=0.01, box_atol=TRAINED_BOX_ATOL, score_atol=TRAINED_SCORE_ATOL)
         assert c.matched >= len(b) - 1  # well-separated scores: at most one at the conf edge
@@ -64,8 +67,8 @@ def test_onnx_runtime_equals_pytorch_detector(tiny_checkpoints, images, tmp_path
     assert onnx_det.class_names == CLASSES and onnx_det.imgsz == 160
     got, ref = onnx_det.predict(images, batch_size=3), torch_det.predict(images, batch_size=3)
     assert sum(len(r) for r in ref) > 10
-    for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, conf=0.05, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL)
+    assert_same_detection_lists(got, ref, conf=0.05, minimum=11, box_atol=RANDOM_BOX_ATOL,
+                                score_atol=RANDOM_SCORE_ATOL)
 
 
 def test_graph_and_metadata(tiny_checkpoints, tmp_path):
@@ -97,9 +100,10 @@ def test_prompt_merge_and_padding_in_graph(trained_tiny, tmp_path):
     ref = Detector(ckpt, classes=prompts, imgsz=160, conf=0.01, prompt_merge="max", pad_prompt=True
                    ).predict(val_images)
     assert sum((r.confidence > 0.1).sum() for r in ref) >= 4
-    for a, b in zip(got, ref, strict=True):
+    for a in got:
         assert set(a.class_id.tolist()) <= {0, 1, 2, 3}
-        assert_same_detections(a, b, conf=0.01, box_atol=TRAINED_BOX_ATOL, score_atol=TRAINED_SCORE_ATOL)
+    assert_same_detection_lists(got, ref, conf=0.01, minimum=4, box_atol=TRAINED_BOX_ATOL,
+                                score_atol=TRAINED_SCORE_ATOL)
 
 
 def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, tmp_path):
@@ -116,8 +120,8 @@ def test_runtime_options_io_binding_threads_providers(tiny_checkpoints, images, 
     assert bound.backend.providers == ["CPUExecutionProvider"]
     got, ref = bound.predict(images, batch_size=2), plain.predict(images, batch_size=2)
     assert sum(len(r) for r in ref) > 10
-    for a, b in zip(got, ref, strict=True):
-        assert_same_detections(a, b, conf=0.05, box_atol=SAME_RUNTIME_BOX_ATOL, score_atol=SAME_RUNTIME_SCORE_ATOL)
+    assert_same_detection_lists(got, ref, conf=0.05, minimum=11, box_atol=SAME_RUNTIME_BOX_ATOL,
+                                score_atol=SAME_RUNTIME_SCORE_ATOL)
     with pytest.raises(YoloWorldError, match=r"none of the ONNX Runtime providers \['NoSuchExecutionProvider'\] "
                                              r"is available here \(available: .*CPUExecutionProvider"):
         Detector(path, backend="onnxruntime", runtime=RuntimeOptions(providers=("NoSuchExecutionProvider",)))
@@ -179,8 +183,7 @@ def test_cli_forms_precision_trt_triton(trained_tiny, tmp_path, capsys):
         assert meta.dynamic_hw  # the CLI's default for onnx; compared on the square path below
         # the graph applied 0.05; Detector's default is 0.25
         got = Detector(path, backend="onnxruntime", conf=0.05, rect=False).predict(val_images)
-        for a, b in zip(got, ref, strict=True):
-            assert_same_detections(a, b, conf=0.05, box_atol=box_atol, score_atol=score_atol)
+        assert_same_detection_lists(got, ref, conf=0.05, minimum=4, box_atol=box_atol, score_atol=score_atol)
     assert read_manifest(fp16_path).precision == "fp16"
     if importlib.util.find_spec("tensorrt") is None:
         assert export_main([*base, "--engine", "trt", "--output", str(tmp_path / "m.engine")]) == 2

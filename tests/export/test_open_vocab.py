@@ -18,7 +18,8 @@ from parity import (
     SAME_RUNTIME_SCORE_ATOL,
     TEXT_ATOL,
     assert_identical_detections,
-    assert_same_detections,
+    assert_same_detection_lists,
+    require_detections,
 )
 
 from sdk import Detector, Vocabulary, VocabularyError
@@ -75,10 +76,10 @@ def artifacts(models, tmp_path_factory):
 
 
 def _same(a_list, b_list, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL):
-    """The same detections up to float rounding (the conf and max_det edges may differ, see parity.py)."""
-    assert sum(len(d) for d in a_list) > 10  # not a vacuous comparison
-    for a, b in zip(a_list, b_list, strict=True):
-        assert_same_detections(a, b, conf=CONF, box_atol=box_atol, score_atol=score_atol)
+    """The same detections up to float rounding (the conf and max_det edges may differ, see parity.py);
+    not a vacuous comparison: each side holds more than 10 (the random calibrated models find dozens per
+    synthetic image at CONF)."""
+    assert_same_detection_lists(a_list, b_list, conf=CONF, minimum=11, box_atol=box_atol, score_atol=score_atol)
 
 
 def test_files_and_manifest(artifacts):
@@ -181,7 +182,9 @@ def test_set_classes_without_reload(artifacts, images):
     assert all(d.class_id.max(initial=0) <= 2 for d in got)
     _same(got, Detector(artifacts["v2_fixed_other"], backend="onnxruntime", conf=CONF).predict(images[:3]))
     det.set_classes(CLASSES, prompt_merge="first", pad_prompt=False)  # and back: embeddings cached
-    for a, b in zip(det.predict(images[:3]), first, strict=True):
+    back = det.predict(images[:3])
+    require_detections(back, first, minimum=11)  # identical empty results would pass too
+    for a, b in zip(back, first, strict=True):
         assert_identical_detections(a, b)
 
 
@@ -251,6 +254,8 @@ def test_torch_free_end_to_end(artifacts, images, tmp_path):
     expected = det.predict(images[:3])
     det.set_classes(["dog", "cat"])
     expected += det.predict(images[0])
+    require_detections(expected[:3], minimum=11)  # as the subprocess printed: not a comparison of empty arrays
+    require_detections(expected[3])
     with np.load(tmp_path / "out.npz") as data:
         for i, e in enumerate(expected):
             np.testing.assert_array_equal(data[f"c{i}"], e.class_id)
@@ -297,4 +302,6 @@ def test_openvino_runs_the_open_vocabulary_artifact(artifacts, images):
     assert (got["scores"][..., len(CLASSES):] == 0).all()  # masked slots
     ovd.set_classes(OTHER, prompt_merge="max", pad_prompt=True)
     assert ovd.class_names == ["dog", "cat", "yellow star"]
-    assert all(d.class_id.max(initial=0) <= 2 for d in ovd.predict(images[:3]))
+    got = ovd.predict(images[:3])
+    require_detections(got, minimum=11)  # as ONNX Runtime finds (test_set_classes_without_reload)
+    assert all(d.class_id.max(initial=0) <= 2 for d in got)

@@ -23,6 +23,7 @@ from parity import (
     TEXT_ATOL,
     assert_same_detections,
     max_rel_diff,
+    require_detections,
 )
 
 from sdk import Detections, Detector
@@ -37,6 +38,9 @@ GOLDEN = {"v2": "golden_v2_vlpan_bn", "v1": "golden_v1_dual_l2", "efficient": "g
           "efficient_l2": "golden_v1_efficient_l2"}
 TEXTS = ["person", "red car", "a dog"]
 CASES = {"A": (1, 160, 160), "B": (2, 200, 120), "C": (3, 70, 100)}  # seed, height, width
+# The golden runs hold 226 to 300 detections per case at conf 0.001: each side of a comparison at least this
+# many (the `matched >= len - k` checks below hold for empty results too).
+MIN_GOLDEN = 100
 
 
 def load_golden(name: str) -> dict[str, np.ndarray]:
@@ -96,7 +100,9 @@ def test_postprocess_on_official_head_outputs(setup, case):
     scores, boxes = decode_head_outputs([golden[f"{case}/cls_logits_{i}"] for i in range(3)],
                                         [golden[f"{case}/bbox_dist_{i}"] for i in range(3)])
     xyxy, conf, cls = postprocess_image(scores[0], boxes[0], info, 0.001, 0.7, 300)
-    c = assert_same_detections(_dets(xyxy, conf, cls), _golden_dets(golden, case), conf=0.001, max_det=300,
+    ours, official = _dets(xyxy, conf, cls), _golden_dets(golden, case)
+    require_detections(ours, official, minimum=MIN_GOLDEN)
+    c = assert_same_detections(ours, official, conf=0.001, max_det=300,
                                box_atol=OFFICIAL_POST_BOX_ATOL, score_atol=OFFICIAL_POST_SCORE_ATOL)
     assert c.matched >= len(cls) - 2, c
 
@@ -107,10 +113,12 @@ def test_final_detections(setup, case):
     det = Detector(path, classes=TEXTS, imgsz=160, conf=0.001, iou=0.7, max_det=300)
     seed, h, w = CASES[case]
     res = det.predict(synthetic_image(seed, h, w))[0]
+    official = _golden_dets(golden, case)
+    require_detections(res, official, minimum=MIN_GOLDEN)  # `matched >= 0.95 * len(res)` holds for none too
     # The same set (order-insensitive: exact score ties exist, e.g. saturated 1.0 in case C); the golden
     # run's CPU rounded differently, so the conf, max_det and NMS edges may differ (tests/parity.py).
     # Measured here: all detections of all cases match (benchmarks/results/official_parity.json).
-    c = assert_same_detections(res, _golden_dets(golden, case), conf=0.001, max_det=300,
+    c = assert_same_detections(res, official, conf=0.001, max_det=300,
                                box_atol=OFFICIAL_BOX_ATOL, score_atol=OFFICIAL_SCORE_ATOL)
     assert c.matched >= 0.95 * len(res), c
 

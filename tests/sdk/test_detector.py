@@ -16,8 +16,10 @@ from parity import (
     THREAD_SPLIT_BOX_ATOL,
     THREAD_SPLIT_SCORE_ATOL,
     assert_identical_detections,
+    assert_same_detection_lists,
     assert_same_detections,
     max_rel_diff,
+    require_detections,
 )
 
 from sdk import Detections, Detector, ImageError, RuntimeOptions, VocabularyError
@@ -42,16 +44,21 @@ def assert_same(a: Detections, b: Detections) -> None:
     assert_same_detections(a, b, conf=CONF, max_det=300, box_atol=RANDOM_BOX_ATOL, score_atol=RANDOM_SCORE_ATOL)
 
 
+def assert_same_lists(a: list[Detections], b: list[Detections]) -> None:
+    """:func:`assert_same` image by image, each side holding more than 10 detections in all (the random
+    calibrated v2 model finds dozens per synthetic image at CONF): an empty result fails."""
+    assert_same_detection_lists(a, b, conf=CONF, minimum=11, max_det=300, box_atol=RANDOM_BOX_ATOL,
+                                score_atol=RANDOM_SCORE_ATOL)
+
+
 def test_batched_equals_one_by_one(detector, images):
     batched = detector.predict(images, batch_size=4)
     singles = [detector.predict(img)[0] for img in images]
     assert len(batched) == len(images)
     assert sum(len(d) for d in batched) > 10  # not a vacuous comparison
-    for a, b in zip(batched, singles, strict=True):
-        assert_same(a, b)
+    assert_same_lists(batched, singles)
     odd = detector.predict(images, batch_size=3)  # a short last batch
-    for a, b in zip(odd, batched, strict=True):
-        assert_same(a, b)
+    assert_same_lists(odd, batched)
 
 
 def test_matches_manual_pipeline(detector, tiny_checkpoints, images):
@@ -84,12 +91,17 @@ def test_sources_paths_folders_gray_rgba(detector, images, tmp_path):
     from_folder = detector.predict(tmp_path)
     from_arrays = detector.predict(images[:2])
     assert [d.data["source"] for d in from_folder] == [str(tmp_path / "img0.png"), str(tmp_path / "img1.png")]
+    require_detections(from_folder, from_arrays)  # the comparisons below would pass on empty results
     for a, b in zip(from_folder, from_arrays, strict=True):
         assert_identical_detections(a, b)  # the same pixels in the same batch
     gray = cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)
-    assert detector.predict(gray)[0] == detector.predict(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))[0]
+    from_gray, from_bgr = detector.predict(gray)[0], detector.predict(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))[0]
+    require_detections(from_gray, from_bgr)
+    assert from_gray == from_bgr
     rgba = cv2.cvtColor(images[0], cv2.COLOR_BGR2BGRA)
-    assert detector.predict(rgba)[0] == detector.predict(images[0])[0]
+    from_rgba, from_rgb = detector.predict(rgba)[0], detector.predict(images[0])[0]
+    require_detections(from_rgba, from_rgb)
+    assert from_rgba == from_rgb
 
 
 @pytest.mark.parametrize(
@@ -118,21 +130,26 @@ def test_unreadable_image_is_named(detector, tmp_path):
 def test_set_classes_keeps_model(detector, images):
     model = detector.backend.model
     before = detector.predict(images[0])[0]
+    require_detections(before)  # compared with the result after the round trip below
     detector.set_classes(["a dog"])
     assert detector.backend.model is model and detector.class_names == ["a dog"]
     only_dog = detector.predict(images[0])[0]
+    require_detections(only_dog)  # the class check below holds for an empty result too
     assert set(only_dog.class_name) <= {"a dog"}
     with pytest.raises(VocabularyError):
         detector.set_classes([])
     assert detector.class_names == ["a dog"]  # a failed change keeps the old vocabulary
     detector.set_classes(CLASSES)
-    assert_identical_detections(detector.predict(images[0])[0], before)
+    after = detector.predict(images[0])[0]
+    require_detections(after)
+    assert_identical_detections(after, before)
 
 
 def test_padding_prompt_never_reported(tiny_checkpoints, images):
     det = Detector(tiny_checkpoints["v2"], classes=["person"], imgsz=160, conf=0.01, pad_prompt=True)
     assert det.vocabulary.model_texts() == ["person", " "]
     res = det.predict(images)
+    require_detections(res)  # the class check below holds for empty results too
     assert all(set(r.class_id.tolist()) <= {0} for r in res)
     plain = Detector(tiny_checkpoints["v2"], classes=["person"], imgsz=160, conf=0.01)
     # the pad prompt takes part in the neck's max-sigmoid attention, so scores change
@@ -146,7 +163,9 @@ def test_prompt_merge_max(tiny_checkpoints, images):
     mean = Detector(tiny_checkpoints["v1"], classes=prompts, imgsz=160, conf=0.05, prompt_merge="mean")
     for det in (mx, mean):
         assert det.class_names == ["person", "red car"]
-        assert all(set(r.class_id.tolist()) <= {0, 1} for r in det.predict(images))
+        res = det.predict(images)
+        require_detections(res)  # the class check below holds for empty results too
+        assert all(set(r.class_id.tolist()) <= {0, 1} for r in res)
 
 
 def test_results_exports(detector, images):
@@ -190,8 +209,7 @@ def test_half_precision_stays_within_fp16_rounding(trained_tiny, tiny_checkpoint
         assert 0 < max_rel_diff(got[key], ref[key]) < FP16_REL, key
     a, b = full.predict(val_images + images, batch_size=3), half.predict(val_images + images, batch_size=3)
     assert sum(len(d) for d in a) > 20 and sum((d.confidence > 0.1).sum() for d in a[:len(val_images)]) >= 4
-    for x, y in zip(a, b, strict=True):
-        assert_same_detections(y, x, conf=0.01, box_atol=FP16_BOX_ATOL, score_atol=FP16_SCORE_ATOL)
+    assert_same_detection_lists(b, a, conf=0.01, minimum=21, box_atol=FP16_BOX_ATOL, score_atol=FP16_SCORE_ATOL)
 
     # the text encoder is left in float32: the same embeddings (and cache key) as the float32 model
     t_full = Detector(tiny_checkpoints["v2"], classes=CLASSES, imgsz=160)
@@ -228,8 +246,8 @@ def test_stream_equals_batched(detector, images, tmp_path):
     for bs in (1, 3):
         streamed = list(detector.predict_stream(iter(images), batch_size=bs))
         assert len(streamed) == len(images)
-        for a, b in zip(streamed, batched, strict=True):
-            assert_same(a, b)
+        assert_same_lists(streamed, batched)
+        for a in streamed:
             assert set(a.data["speed_ms"]) == {"preprocess", "inference", "postprocess"}
     writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 160))
     for img in images:
@@ -245,10 +263,10 @@ def test_stream_equals_batched(detector, images, tmp_path):
     assert len(frames) == len(images)
     from_video = list(detector.predict_stream(str(tmp_path / "clip.avi"), batch_size=2))
     assert [d.data["source"] for d in from_video] == [f"{tmp_path / 'clip.avi'}#{i}" for i in range(len(frames))]
-    for a, b in zip(from_video, detector.predict(frames, batch_size=2), strict=True):
-        assert_same(a, b)
+    assert_same_lists(from_video, detector.predict(frames, batch_size=2))
     with_frames = list(detector.predict_stream(str(tmp_path / "clip.avi"), batch_size=3, with_frames=True))
     assert len(with_frames) == len(frames)
+    require_detections([det for _, det in with_frames], minimum=11)
     for (frame, det), ref_frame, ref in zip(with_frames, frames, from_video, strict=True):
         np.testing.assert_array_equal(frame, ref_frame)
         assert_same(det, ref)
@@ -314,5 +332,7 @@ def test_skip_bad_images_reports_and_keeps_the_rest(detector, images, tmp_path):
         detector.predict(items)
     res = detector.predict(items, batch_size=2, skip_bad=True)
     assert len(res) == 3 and len(res[1]) == 0 and "corrupt.jpg" in res[1].data["error"]
-    assert_same(res[0], detector.predict(images[0])[0])
-    assert_same(res[2], detector.predict(images[1])[0])
+    for got, image in ((res[0], images[0]), (res[2], images[1])):
+        ref = detector.predict(image)[0]
+        require_detections(got, ref)
+        assert_same(got, ref)

@@ -20,7 +20,7 @@ from tests.parity import (
     OV_FP32_REL,
     OV_FP32_SCORE_ATOL,
     OV_INT8_AP_DROP,
-    assert_same_detections,
+    assert_same_detection_lists,
     match_detections,
     max_rel_diff,
 )
@@ -29,6 +29,9 @@ ov = pytest.importorskip("openvino")
 
 CONF = 0.05
 FP32 = RuntimeOptions(precision="fp32")
+# Detections each side of a comparison on ``_images`` must hold: the 4 validation images show shapes that the
+# fine-tuned fixture finds at CONF (trained_tiny asserts mAP50 > 0.5), so a path that returns nothing fails.
+MIN_DETECTIONS = 4
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +62,9 @@ def exports(trained_tiny, tmp_path_factory):
 
 
 def _same(a: list, b: list, conf: float = CONF, box_atol: float = OV_FP32_BOX_ATOL,
-          score_atol: float = OV_FP32_SCORE_ATOL) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert_same_detections(x, y, conf=conf, box_atol=box_atol, score_atol=score_atol)
+          score_atol: float = OV_FP32_SCORE_ATOL, minimum: int = MIN_DETECTIONS) -> None:
+    """The same detections image by image, each side holding at least ``minimum`` in all."""
+    assert_same_detection_lists(a, b, conf=conf, minimum=minimum, box_atol=box_atol, score_atol=score_atol)
 
 
 def _nms():
@@ -95,14 +97,19 @@ def test_fp32_matches_onnxruntime(exports):
 
 
 def test_nms_form_and_batching(exports):
-    """In-graph NMS on OpenVINO equals host NMS on the raw form; batched equals one by one."""
+    """In-graph NMS on OpenVINO equals the same artifact on ONNX Runtime (an independent runtime, so within
+    the cross-runtime tolerances) and host NMS on the raw form; batched equals one by one."""
     paths, val = exports
     images = _images(val)
     nms = Detector(paths["nms"], conf=CONF, backend="openvino", runtime=FP32).predict(images, batch_size=4)
+    reference = Detector(paths["nms"], conf=CONF, backend="onnxruntime").predict(images, batch_size=4)
+    assert reference[0].data["backend"] == "onnxruntime" and nms[0].data["backend"] == "openvino"
+    _same(nms, reference)
     raw = Detector(paths["raw"], conf=CONF, backend="openvino", runtime=FP32)
-    _same(nms, raw.predict(images, batch_size=4))
+    batched = raw.predict(images, batch_size=4)
+    _same(nms, batched)
     one_by_one = [raw.predict(img)[0] for img in images]
-    _same(raw.predict(images, batch_size=4), one_by_one)
+    _same(batched, one_by_one)
 
 
 def test_throughput_mode_equals_latency_mode(exports):
@@ -206,7 +213,7 @@ def test_compiled_models_are_cached(exports, tmp_path):
     assert cached  # the compiled model was written
     again = Detector(paths["raw"], conf=CONF, backend="openvino", runtime=options).predict(val[0])
     assert sorted(p.name for p in (tmp_path / "ovcache").iterdir()) == cached  # loaded, not compiled anew
-    _same(again, first)
+    _same(again, first, minimum=1)  # one validation image: its shapes are found
 
 
 def test_automatic_backend_choice(exports, monkeypatch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sdk import Detector
-from tests.parity import BOX_RTOL, TRAINED_BOX_ATOL, TRAINED_SCORE_ATOL, assert_same_detections, match_detections
+from tests.parity import BOX_RTOL, TRAINED_BOX_ATOL, TRAINED_SCORE_ATOL, assert_same_detection_lists, match_detections
 
 CONF = 0.05
 
@@ -42,9 +42,10 @@ def _shapes(val: list[str]) -> list[np.ndarray]:
 
 
 def _same(a: list, b: list, **kw) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert_same_detections(x, y, conf=CONF, **kw)
+    """The same detections image by image; each side holds at least 6 in all (the 6 shapes are crops and
+    stretches of the validation images, whose shapes the fine-tuned fixture finds), so a path that returns
+    nothing fails."""
+    assert_same_detection_lists(a, b, conf=CONF, minimum=6, **kw)
 
 
 @pytest.mark.numeric
