@@ -22,7 +22,8 @@ def serve_parser() -> argparse.ArgumentParser:
                                      "model's own")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch of requests per model call (default 8)")
+    p.add_argument("--max-batch", type=int, help="largest batch of requests per model call (default: 8 on a GPU, "
+                                                 "1 on a CPU, where batches are no faster per image)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long the first request of a batch waits for more (default 5 ms)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this get 503 (default 256)")
@@ -79,8 +80,8 @@ def serve_here(settings: ServeSettings, host: str, port: int, drain_timeout: flo
     from .app import build_app
 
     detector = Detector.from_settings(settings.weights, settings.classes, settings.detector)
-    print(f"yoloworld-serve: {detector.describe()}; batches of up to {settings.max_batch}, "
-          f"{settings.max_wait_ms:g} ms wait", flush=True)
+    print(f"yoloworld-serve: {detector.describe()}; batches of up to "
+          f"{settings.batch_limit(detector.backend.name)}, {settings.max_wait_ms:g} ms wait", flush=True)
     print(f"yoloworld-serve: http://{host}:{port}/ (page), /docs (API)", flush=True)
     config = uvicorn.Config(build_app(settings, detector), host=host, port=port, access_log=access_log,
                             timeout_graceful_shutdown=int(drain_timeout), log_level="info")

@@ -59,7 +59,7 @@ def deployment(settings: ServeSettings, replicas: int, num_cpus: float, num_gpus
     # a batch gathers up to max_batch requests: let a replica hold several batches' worth
     return serve.deployment(serve.ingress(build)(), name="yoloworld", num_replicas=replicas,
                             ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
-                            max_ongoing_requests=max(16, 4 * settings.max_batch))
+                            max_ongoing_requests=max(16, 4 * (settings.max_batch or 8)))
 
 
 def serve_on_ray(settings: ServeSettings, placement: RayPlacement, host: str, port: int) -> int:

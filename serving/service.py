@@ -33,7 +33,8 @@ class DetectService:
         manifest = detector.backend.manifest
         self.open_vocabulary = bool(detector.backend.open_vocabulary)
         self.capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else None
-        self.batcher = Batcher(detector, settings.max_batch, settings.max_wait_ms, settings.max_queue)
+        self.max_batch = settings.batch_limit(self.ran["backend"])
+        self.batcher = Batcher(detector, self.max_batch, settings.max_wait_ms, settings.max_queue)
 
     def close(self) -> None:
         self.batcher.close()
@@ -46,7 +47,7 @@ class DetectService:
                 "open_vocabulary": self.open_vocabulary, "vocabulary_capacity": self.capacity,
                 "vocabulary": v.names, "prompts": [list(p) for p in v.prompts], "prompt_merge": v.merge,
                 "defaults": {"conf": d.conf, "iou": d.iou, "max_det": d.max_det},
-                "batching": {"max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue},
+                "batching": {"max_batch": self.max_batch, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue},
                 "limits": {"max_pixels": s.max_pixels, "max_body_bytes": s.max_body_bytes,
                            "max_classes": s.max_classes, "max_prompt_chars": s.max_prompt_chars}}
 

@@ -108,7 +108,7 @@ def start_server(tmp_path_factory) -> Iterator:
 @pytest.fixture(scope="session")
 def folded_server(serve_models, start_server) -> Server:
     """``yoloworld-serve folded.onnx`` (ONNX Runtime, batches of up to 8, waiting up to 20 ms)."""
-    return start_server([serve_models.folded, "--backend", "onnxruntime", "--max-wait-ms", "20",
+    return start_server([serve_models.folded, "--backend", "onnxruntime", "--max-batch", "8", "--max-wait-ms", "20",
                          "--max-pixels", "1000000", "--max-body-mb", "1"])
 
 

@@ -136,6 +136,7 @@ def test_bad_bodies(serve_models):
         r = post(c, _png(20, 20) + b"\0" * 60_000)
         assert r.status_code == 413 and "limit of 50000 bytes" in r.json()["error"]
         assert c.get("/healthz").json() == {"status": "ok", "pending": 0}
+        assert c.get("/v1/model").json()["batching"]["max_batch"] == 1  # the default on a CPU
 
 
 def test_folded_model_refuses_classes(serve_models):
@@ -175,7 +176,7 @@ def test_model_health_openapi_page(serve_models):
 
 def test_concurrent_requests_batch(serve_models):
     """16 requests from 8 threads: every answer equals the sequential one, and some shared a batch."""
-    with client(ServeSettings(str(serve_models.folded), detector=ONNX, max_wait_ms=50)) as c:
+    with client(ServeSettings(str(serve_models.folded), detector=ONNX, max_batch=8, max_wait_ms=50)) as c:
         data = [Path(p).read_bytes() for p in serve_models.images] * 4
         sequential = [post(c, d).json()["detections"] for d in data]
         with ThreadPoolExecutor(8) as pool:

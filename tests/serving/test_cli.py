@@ -92,7 +92,8 @@ def test_sigterm_drains_in_flight_requests(serve_models, start_server):
     """Three requests wait in a gathering batch (a 3 s wait); SIGTERM then: all three are answered, the
     app shuts down cleanly, and the process ends by the signal (uvicorn re-raises it after draining, so a
     supervisor sees a SIGTERM exit)."""
-    server = start_server([serve_models.folded, "--backend", "onnxruntime", "--max-wait-ms", "3000"])
+    server = start_server([serve_models.folded, "--backend", "onnxruntime", "--max-batch", "8",
+                           "--max-wait-ms", "3000"])
     replies: list[httpx.Response] = []
     threads = [threading.Thread(target=lambda p=p: replies.append(detect(server.url, p)))
                for p in serve_models.images[:3]]
