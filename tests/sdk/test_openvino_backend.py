@@ -13,7 +13,6 @@ from sdk import Detector, RuntimeOptions
 from sdk.detector import default_backend
 from sdk.preprocess import preprocess
 from tests.parity import (
-    BOX_RTOL,
     OV_BF16_BOX_ATOL,
     OV_BF16_SCORE_ATOL,
     OV_FP32_BOX_ATOL,
@@ -21,7 +20,6 @@ from tests.parity import (
     OV_FP32_SCORE_ATOL,
     OV_INT8_AP_DROP,
     assert_same_detection_lists,
-    match_detections,
     max_rel_diff,
 )
 
@@ -125,21 +123,11 @@ def test_throughput_mode_equals_latency_mode(exports):
     _same(streamed, got)
 
 
-def _unpaired(a, b, atol: tuple[float, float], above: float) -> list:
-    """Detections of ``a`` scoring >= ``above`` with no partner in ``b`` within (score, box) ``atol``."""
-    missing = []
-    for x, y in zip(a, b, strict=True):
-        keep = x.confidence >= above
-        hits = match_detections(x.xyxy[keep], x.confidence[keep], x.class_id[keep], y.xyxy, y.confidence,
-                                y.class_id, atol[1], atol[0], BOX_RTOL)
-        missing += [x.data["source"]] * (int(keep.sum()) - hits)
-    return missing
-
-
 @pytest.mark.numeric
 def test_bf16_close_to_fp32(exports):
-    """bfloat16 moves scores by some 1e-3: every detection clear of the threshold (conf 0.1, compared
-    above 0.1 + atol) has a partner on the other side."""
+    """bfloat16 moves scores by some 1e-3: every detection has a partner on the other side, except at an
+    edge (near conf 0.1, or an NMS pair near the IoU threshold that rounding tips the other way: seen on a
+    fixture trained with one thread, a 0.20 box suppressed in bf16)."""
     from sdk.backends.openvino import native_bf16, shared_core
 
     paths, val = exports
@@ -152,7 +140,7 @@ def test_bf16_close_to_fp32(exports):
     assert det.backend.precision == ("bf16" if native_bf16(shared_core()) else "fp32")
     got = det.predict(images)
     assert sum(int((r.confidence >= 0.1 + atol[0]).sum()) for r in ref) >= 5  # not vacuous
-    assert not _unpaired(ref, got, atol, 0.1 + atol[0]) and not _unpaired(got, ref, atol, 0.1 + atol[0])
+    assert_same_detection_lists(ref, got, conf=0.1, minimum=5, score_atol=atol[0], box_atol=atol[1])
 
 
 @pytest.mark.numeric
