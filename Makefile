@@ -18,7 +18,7 @@ test: $(VENV)/.installed
 	-PYTHON=$(PY) bash cpp_samples/scripts/setup_deps.sh  # C++ sample deps; never fails (tests skip)
 	-bash tests/serving/setup_browser.sh  # chromium for the server page's browser test; never fails (it skips)
 	$(PY) -m ruff check .
-	$(PY) -m mypy  # sdk/, labeling/, bench/ (pyproject.toml [tool.mypy])
+	$(PY) -m mypy  # sdk/, labeling/, bench/, serving/ (pyproject.toml [tool.mypy])
 	$(PY) -m pytest -q
 	$(PY) tests/rerun_numeric.py  # the numerically sensitive tests again under AVX2 kernels and one thread
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,7 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def parse_form(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
+async def parse_form(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     """The multipart form in ``body`` -> ``{field: str or bytes}`` (a file part's content as bytes)."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
