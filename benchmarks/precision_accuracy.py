@@ -81,25 +81,34 @@ def evaluate(model: str | Path, gt: dict, images: Path, imgsz: int, **kw: Any) -
 
 
 def run(ckpt: Path, gt: dict, images: Path, calib: Path, imgsz: int, work: Path, log: Any = print) -> list[dict]:
+    from export.precision import DECODE_TAIL
     from sdk.model.checkpoint import load_checkpoint_with_meta
     from sdk.vocabulary import Vocabulary
 
     rows = []
     ref, ref_results = evaluate(ckpt, gt, images, imgsz)
-    rows.append({"artifact": "checkpoint fp32", **ref, "matched": 1.0})
+    rows.append({"artifact": "checkpoint fp32 (default)", **ref, "matched": 1.0})
     log(rows[-1])
     model, meta = load_checkpoint_with_meta(ckpt)
     vocab = Vocabulary.from_any(meta["vocabulary"])
-    for precision in ("fp32", "fp16", "int8"):
-        out = work / f"model_{precision}.onnx"
+    # "int8 before": the int8 export before issue 23: symmetric int8 activations, only the decode tail float
+    for name, precision in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8"), ("int8 before", "int8")):
+        out = work / f"model_{name.replace(' ', '_')}.onnx"
         calib_images = str(calib) if precision == "int8" else None
-        options = ExportOptions(precision=precision, imgsz=imgsz, calib_images=calib_images)
+        keep = (DECODE_TAIL,) if name == "int8 before" else None
+        options = ExportOptions(precision=precision, imgsz=imgsz, calib_images=calib_images, int8_keep_float=keep,
+                                int8_activations="int8" if keep else None)
         export_artifact(model, vocab, out, options, log=lambda *_: None)
+        if name == "fp32":  # the export run the default way: what a user gets without flags
+            row, results = evaluate(out, gt, images, imgsz)
+            rows.append({"artifact": "onnx fp32 (default)", **row, "matched": round(matched_fraction(ref_results,
+                                                                                                  results), 4)})
+            log(rows[-1])
         for backend, compute in rows_for(precision):
             for rect in (False, True):
                 row, results = evaluate(out, gt, images, imgsz, backend=backend, rect=rect,
                                         runtime=RuntimeOptions(precision=compute))
-                rows.append({"artifact": f"onnx {precision}", **row, "matched": round(matched_fraction(ref_results,
+                rows.append({"artifact": f"onnx {name}", **row, "matched": round(matched_fraction(ref_results,
                                                                                                         results), 4)})
                 log(rows[-1])
     return rows

@@ -43,8 +43,9 @@ def parser() -> argparse.ArgumentParser:
                    help="weights and compute precision (int8: calibrated on --calib-images; default fp32)")
     p.add_argument("--calib-images", help="folder of representative images for --precision int8")
     p.add_argument("--calib-cache", help="calibration cache file (reused when it matches)")
-    p.add_argument("--int8-activations", choices=("int8", "uint8"), default="int8",
-                   help="int8: symmetric, what TensorRT needs; uint8: what ONNX Runtime's x86 kernels run fast")
+    p.add_argument("--int8-activations", choices=("int8", "uint8"),
+                   help="int8: symmetric, what TensorRT needs (the default for --engine trt/triton); uint8: what "
+                        "OpenVINO and ONNX Runtime run accurately and fast on x86 (the default for --engine onnx)")
     p.add_argument("--imgsz", type=int, default=None, help=IMGSZ_HELP)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--batch", type=int, default=32, help="largest batch the artifact accepts (dynamic axis)")

@@ -35,6 +35,8 @@ DECODE_TAIL = "decode_tail"  # every node after the last Conv/MatMul (nothing it
 
 
 ATTENTION = "max_sigmoid_attention"  # ReduceMax -> ... -> Sigmoid -> Mul gates of the VL-PAN
+STEM = "stem"  # the first Conv(s): read the image itself, whose 8-bit input int8 activations cannot widen
+HEAD_OUTPUT = "head_output"  # the last Conv/MatMul of each branch: box logits and the folded text-contrastive product
 
 # The decode tail holds the DFL Softmax/ReduceSum, the score Sigmoid and the box arithmetic; the op
 # types are listed too so that a graph whose tail is fed by something unusual keeps them float32.
@@ -45,7 +47,12 @@ DEFAULT_FP32_OPS: tuple[str, ...] = (DECODE_TAIL, "Softmax", "ReduceSum", "TopK"
 # at IoU >= 0.9 (conf 0.05); tail quantized too: 0.709 and only 75/119 matched (mean IoU 0.93);
 # attention gates also float: 0.728, 105/119 matched (no gain beyond noise, so they are quantized);
 # uint8 activations: 0.724, 111/119. FP16 on the same model: 0.723, 119/119, |d score| 3e-4.
-DEFAULT_FLOAT_INT8: tuple[str, ...] = (DECODE_TAIL,)
+# Issue 23, the fine-tuned test fixture (tiny, 160 px, 32 generated val images, fp32 mAP50:95 0.7317) on an
+# AVX512-VNNI CPU: OpenVINO lost 8 points with symmetric int8 activations whatever stayed float (0.651-0.672),
+# ONNX Runtime none, so the pipeline's ONNX default became uint8 activations: OpenVINO 0.741 (decode tail
+# float), 0.742 with the stem and the head's last convs (text-contrastive product) float too. Those read the
+# raw image and write the logits, so they stay float at little cost.
+DEFAULT_FLOAT_INT8: tuple[str, ...] = (DECODE_TAIL, STEM, HEAD_OUTPUT)
 
 _COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
@@ -66,6 +73,41 @@ def decode_tail_nodes(graph: Any) -> list[str]:
         feeds_compute[id(node)] = node.op_type in _COMPUTE_OPS or any(
             feeds_compute.get(id(c), False) for out in node.output for c in consumers.get(out, ()))
     return [n.name for n in graph.node if not feeds_compute[id(n)]]
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def head_output_nodes(graph: Any) -> list[str]:
+    """Names of the compute nodes (Conv/ConvTranspose/MatMul/Gemm) with no compute node downstream: the
+    head's last convolutions (box distributions, and class logits with the text embeddings folded in)."""
+    tail = set(decode_tail_nodes(graph))
+    consumers = _consumers(graph)
+    return [n.name for n in graph.node if n.op_type in _COMPUTE_OPS
+            and all(c.name in tail for out in n.output for c in consumers.get(out, ()))]
+
+
+def stem_nodes(graph: Any) -> list[str]:
+    """Names of the compute nodes that the graph inputs reach without passing another compute node."""
+    consumers = _consumers(graph)
+    frontier = [i.name for i in graph.input]
+    seen: set[str] = set()
+    found: list[str] = []
+    while frontier:
+        for node in consumers.get(frontier.pop(), ()):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in _COMPUTE_OPS:
+                found.append(node.name)
+            else:
+                frontier.extend(node.output)
+    return found
 
 
 def attention_nodes(graph: Any) -> list[str]:
@@ -94,9 +136,14 @@ def attention_nodes(graph: Any) -> list[str]:
 
 
 def select_nodes(graph: Any, selectors: Iterable[str]) -> list[str]:
-    """Node names matched by ``selectors``: :data:`DECODE_TAIL`, :data:`ATTENTION`, op types, node names."""
+    """Node names matched by ``selectors``: :data:`DECODE_TAIL`, :data:`ATTENTION`, :data:`STEM`,
+    :data:`HEAD_OUTPUT`, op types, node names."""
     selectors = set(selectors)
     chosen: set[str] = set()
+    if STEM in selectors:
+        chosen.update(stem_nodes(graph))
+    if HEAD_OUTPUT in selectors:
+        chosen.update(head_output_nodes(graph))
     if DECODE_TAIL in selectors:
         chosen.update(decode_tail_nodes(graph))
     if ATTENTION in selectors:
@@ -192,6 +239,6 @@ def copy_manifest_if_any(src: Path, dst: Path, precision: Precision, extra: dict
     copy_manifest(src, dst, precision, extra)
 
 
-__all__ = ["ATTENTION", "DECODE_TAIL", "DEFAULT_FLOAT_INT8", "DEFAULT_FP32_OPS", "PrecisionError", "attention_nodes",
-           "convert_fp16", "copy_manifest", "copy_manifest_if_any", "decode_tail_nodes", "name_nodes", "save_model",
-           "select_nodes"]
+__all__ = ["ATTENTION", "DECODE_TAIL", "DEFAULT_FLOAT_INT8", "DEFAULT_FP32_OPS", "HEAD_OUTPUT", "STEM",
+           "PrecisionError", "attention_nodes", "convert_fp16", "copy_manifest", "copy_manifest_if_any",
+           "decode_tail_nodes", "head_output_nodes", "name_nodes", "save_model", "select_nodes", "stem_nodes"]

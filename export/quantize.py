@@ -141,10 +141,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
         raise PrecisionError(f"{src}: calibration runs the model in ONNX Runtime, which cannot run {foreign}; "
                              f"quantize the raw-output export and add the TensorRT NMS afterwards")
     items = _list_images(calib_images, max_images)
+    excluded = select_nodes(model.graph, keep_float)
     key = {"model_sha256": graph_sha256(model), "images_sha256": _images_sha256(items, imgsz),
            "num_images": len(items), "imgsz": imgsz, "method": method,
-           "op_types": sorted(op_types) if op_types else None}  # what decides the calibrated ranges
-    excluded = select_nodes(model.graph, keep_float)
+           "op_types": sorted(op_types) if op_types else None,  # what decides the calibrated ranges
+           "float_nodes_sha256": hashlib.sha256(",".join(excluded).encode()).hexdigest()}  # which tensors have one
     q, cached = _calibrate_and_quantize(model, items, imgsz, key, excluded, op_types, activations, method, cache, log)
     rewired = float_inputs_for(q, set(excluded))
     q.producer_name = model.producer_name or "yoloworld-sdk"

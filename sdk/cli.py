@@ -65,8 +65,10 @@ def add_detector_args(p: argparse.ArgumentParser, conf: bool = True) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="OpenVINO: what fp32/fp16 exports compute in (default: bf16 where the CPU runs it natively, "
                         "else fp32)")
-    p.add_argument("--square", action="store_true",
-                   help="the official square letterbox even for exports with dynamic height and width")
+    p.add_argument("--rect", action="store_true",
+                   help="minimal-padding letterbox (exports with dynamic height and width, checkpoints): faster, "
+                        "costs accuracy (measured in benchmarks/README.md)")
+    p.add_argument("--square", action="store_true", help="the official square letterbox (the default)")
     p.add_argument("--half", action="store_true", help="float16 PyTorch on a checkpoint (CUDA)")
     p.add_argument("--threads", type=int, help="inference threads (ONNX Runtime, OpenVINO, PyTorch; default: the "
                                                "runtime's own, one per core)")
@@ -77,7 +79,7 @@ def detector_settings(args: argparse.Namespace, conf: float | None = None) -> De
     return DetectorSettings(
         device=args.device, imgsz=args.imgsz, conf=args.conf if conf is None else conf, iou=args.iou,
         max_det=args.max_det, agnostic=args.agnostic, prompt_merge=args.prompt_merge, pad_prompt=args.pad_prompt,
-        backend=args.backend, rect=False if args.square else None,
+        backend=args.backend, rect=True if args.rect else (False if args.square else None),
         runtime=RuntimeOptions(half=args.half, precision=args.precision, intra_op_threads=args.threads))
 
 

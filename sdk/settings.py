@@ -23,8 +23,8 @@ class DetectorSettings:
 
     imgsz: input size, a multiple of 32 (None: the model's own). conf / iou / max_det / agnostic: score
     threshold, NMS IoU threshold, detections per image, class-agnostic NMS. prompt_merge / pad_prompt:
-    how several prompts per class combine. backend: None picks the fastest correct one. rect: None,
-    the artifact's own letterbox. runtime: the backends' :class:`RuntimeOptions`.
+    how several prompts per class combine. backend: None picks the fastest correct one. rect: None
+    or False, the square letterbox; True, the minimal-padding one. runtime: the backends' :class:`RuntimeOptions`.
     """
 
     device: str = "cpu"

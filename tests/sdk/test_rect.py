@@ -52,8 +52,8 @@ def _same(a: list, b: list, **kw) -> None:
 def test_dynamic_export_equals_the_checkpoint_on_rect_inputs(rect_exports):
     ckpt, paths, val = rect_exports
     images = _shapes(val)
-    onnx_det = Detector(paths["dynamic"], conf=CONF, backend="onnxruntime")
-    assert onnx_det.rect  # the default for a dynamic-shape export
+    assert not Detector(paths["dynamic"], backend="onnxruntime").rect  # square by default, as a checkpoint
+    onnx_det = Detector(paths["dynamic"], conf=CONF, backend="onnxruntime", rect=True)
     got = onnx_det.predict(images, batch_size=4)
     ref = Detector(ckpt, imgsz=160, conf=CONF, rect=True).predict(images, batch_size=4)
     assert sum(len(r) for r in ref) >= 6
@@ -69,7 +69,7 @@ def test_rect_batched_and_streamed_equal_one_by_one(rect_exports):
     """Images that need different shapes run as separate batches: batching changes no result."""
     _, paths, val = rect_exports
     images = _shapes(val)
-    det = Detector(paths["dynamic"], conf=CONF, backend="onnxruntime")
+    det = Detector(paths["dynamic"], conf=CONF, backend="onnxruntime", rect=True)
     one = [det.predict(img)[0] for img in images]
     kw = dict(box_atol=TRAINED_BOX_ATOL, score_atol=TRAINED_SCORE_ATOL)
     _same(det.predict(images, batch_size=len(images)), one, **kw)
@@ -86,7 +86,7 @@ def test_rect_is_close_to_square(rect_exports):
     sees beside objects at a crop's edge: by 0.08 at most on the fixtures measured, allowed 0.15."""
     _, paths, val = rect_exports
     images = _shapes(val)
-    rect = Detector(paths["dynamic"], conf=0.1, backend="onnxruntime").predict(images)
+    rect = Detector(paths["dynamic"], conf=0.1, backend="onnxruntime", rect=True).predict(images)
     square = Detector(paths["dynamic"], conf=0.1, backend="onnxruntime", rect=False).predict(images)
     for a, b in ((rect, square), (square, rect)):
         confident = sum(int((x.confidence >= 0.3).sum()) for x in a)
