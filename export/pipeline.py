@@ -85,6 +85,8 @@ def check_options(output: Path, options: ExportOptions) -> None:
     """Everything that can be refused before any export work, refused with the reason."""
     from sdk.atomic import check_can_create
 
+    if options.engine != "onnx" and options.int8_activations == "uint8":
+        raise ValueError(f"--engine {options.engine} needs symmetric int8 activations (--int8-activations int8)")
     if options.engine == "onnx" and output.suffix.lower() != ".onnx":
         raise ValueError(f"--output {output}: expected a .onnx path for --engine onnx")
     if options.engine == "trt" and output.suffix.lower() not in (".engine", ".plan"):
@@ -102,8 +104,6 @@ def check_options(output: Path, options: ExportOptions) -> None:
     if options.hw_dynamic and options.engine != "onnx":
         raise ValueError(f"dynamic height and width are for --engine onnx; --engine {options.engine} builds for "
                          f"the square {options.imgsz}x{options.imgsz} input")
-    if options.engine != "onnx" and options.int8_activations == "uint8":
-        raise ValueError(f"--engine {options.engine} needs symmetric int8 activations (--int8-activations int8)")
     if options.open_vocab and (options.precision != "fp32" or options.form != "raw"):
         raise ValueError("--open-vocab exports fp32 and the raw output form only")
 

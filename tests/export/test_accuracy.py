@@ -89,3 +89,16 @@ def test_sensitive_layers_stay_float(scored):
     convs = [n for n in q.node if n.op_type == "Conv"]
     float_weight = {n.name for n in convs if n.input[1] not in dq_out}
     assert float_weight == keep
+
+
+def test_int8_activation_form_per_engine(tmp_path):
+    """uint8 activations for ONNX (OpenVINO and ONNX Runtime on x86), symmetric int8 for TensorRT and Triton,
+    which refuse uint8."""
+    from export.pipeline import ExportOptions, check_options
+
+    assert ExportOptions(precision="int8").activations == "uint8"
+    assert ExportOptions(precision="int8", int8_activations="int8").activations == "int8"
+    assert ExportOptions(engine="trt", precision="int8").activations == "int8"
+    assert ExportOptions(engine="triton", precision="int8").activations == "int8"
+    with pytest.raises(ValueError, match="needs symmetric int8 activations"):
+        check_options(tmp_path / "m.engine", ExportOptions(engine="trt", precision="int8", int8_activations="uint8"))
