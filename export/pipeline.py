@@ -25,6 +25,7 @@ from sdk.manifest import Manifest, NmsSettings, OutputForm, Precision, read_mani
 from sdk.model import YoloWorld
 from sdk.vocabulary import Vocabulary
 
+from .precision import DEFAULT_INT8_OPS
 from .verify import DEFAULT_TOLERANCE, ExportError, Tolerance
 
 Engine = Literal["onnx", "trt", "triton"]
@@ -55,6 +56,8 @@ class ExportOptions:
     int8_activations: Literal["int8", "uint8"] | None = None
     # int8: what stays float (export.precision.select_nodes selectors); None: DEFAULT_FLOAT_INT8
     int8_keep_float: tuple[str, ...] | None = None
+    # int8: op types quantized; None: every type ONNX Runtime can quantize (before issue 23)
+    int8_op_types: tuple[str, ...] | None = DEFAULT_INT8_OPS
     open_vocab: bool = False  # keep the vocabulary an input (and export the text encoder)
     capacity: int = 80  # vocabulary slots of an open-vocabulary export
     workspace_gib: float = 4.0
@@ -190,7 +193,7 @@ def convert_precision(reference: Path, dst: Path, options: ExportOptions, log: A
     else:
         keep = {} if options.int8_keep_float is None else {"keep_float": options.int8_keep_float}
         info = quantize_int8(reference, raw, options.calib_images, options.imgsz, cache=options.calib_cache,
-                             activations=options.activations, **keep)
+                             activations=options.activations, op_types=options.int8_op_types, **keep)
         extra = {"calibration": {k: v for k, v in (info or {}).items() if isinstance(v, (int, float, str))}}
     copy_manifest(reference, raw, options.precision, extra)
     if options.calib_images:

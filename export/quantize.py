@@ -26,7 +26,15 @@ import numpy as np
 
 from sdk.preprocess import preprocess
 
-from .precision import DEFAULT_FLOAT_INT8, PrecisionError, copy_manifest_if_any, name_nodes, save_model, select_nodes
+from .precision import (
+    DEFAULT_FLOAT_INT8,
+    DEFAULT_INT8_OPS,
+    PrecisionError,
+    copy_manifest_if_any,
+    name_nodes,
+    save_model,
+    select_nodes,
+)
 
 _CALIB_FORMAT = "yoloworld-sdk-calibration"
 
@@ -107,7 +115,7 @@ class ImageCalibrationReader:
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
                   calib_images: str | os.PathLike | Sequence[np.ndarray] | Sequence[str | os.PathLike],
                   imgsz: int, cache: str | os.PathLike | None = None, max_images: int = 64, *,
-                  keep_float: Sequence[str] = DEFAULT_FLOAT_INT8, op_types: Sequence[str] | None = None,
+                  keep_float: Sequence[str] = DEFAULT_FLOAT_INT8, op_types: Sequence[str] | None = DEFAULT_INT8_OPS,
                   activations: str = "int8", method: str = "minmax",
                   log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Static INT8 quantization of ``src`` into ``dst`` in QDQ form.
@@ -116,9 +124,10 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
     int8 with zero points of 0, the only activation quantization TensorRT's explicit (Q/DQ) mode
     accepts; ``"uint8"`` asymmetric uint8, what ONNX Runtime's x86 CPU kernels fuse into QLinearConv
     and friends (with int8 activations ONNX Runtime on x86 leaves most convs as DequantizeLinear ->
-    float Conv, slower than FP32). ``keep_float``: nodes left unquantized (see
-    :func:`select_nodes`; default the decode tail). ``op_types``: op types to quantize (default: every
-    type ONNX Runtime can quantize). ``method``: ``minmax`` (default) | ``percentile`` (99.999th).
+    float Conv, slower than FP32). ``keep_float``: nodes left unquantized (see :func:`select_nodes`;
+    default :data:`DEFAULT_FLOAT_INT8`: the decode tail, stem and head outputs). ``op_types``: op types to
+    quantize (default :data:`DEFAULT_INT8_OPS`, the convolutions; None: every type ONNX Runtime can
+    quantize). ``method``: ``minmax`` (default) | ``percentile`` (99.999th).
 
     ``calib_images``: a folder, image paths or BGR uint8 arrays; at most ``max_images`` are used (an
     even spread). ``cache``: a calibration JSON; reused when its model-graph and image-set hashes
