@@ -55,8 +55,8 @@ DEFAULT_FP32_OPS: tuple[str, ...] = (DECODE_TAIL, "Softmax", "ReduceSum", "TopK"
 DEFAULT_FLOAT_INT8: tuple[str, ...] = (DECODE_TAIL, STEM, HEAD_OUTPUT)
 # What is quantized: the convolutions' inputs and weights only. Every quantizable op type (ONNX Runtime's
 # default) also wraps the SiLU's Mul, Concat, MaxPool, Resize and Add in Q/DQ pairs, which OpenVINO then runs
-# as separate requantizations: on the S at 384x640 (AMD EPYC, 2 threads) 37.0 ms against 33.7 ms with
-# convolutions only (bf16: 49.1), and the fixture scored 0.741 / 0.744 (fp32 0.732).
+# as separate requantizations: on the S at 384x640 (AMD EPYC, 2 threads) 38.3 ms against 34.3 ms with
+# convolutions only (bf16: 49.2), and the fixture scored 0.741 / 0.744 (fp32 0.732).
 DEFAULT_INT8_OPS: tuple[str, ...] = ("Conv",)
 
 _COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
