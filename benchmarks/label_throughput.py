@@ -2,7 +2,8 @@
 this machine's CPUs) with 1 and 2 actors, and the per-image overhead Ray adds at equal parallelism.
 
 Setup: the random calibrated YOLO-World v2 S at 640 with 80 classes, exported to ONNX (fp32, dynamic
-height and width), run as a user gets it (``Detector``'s default backend and precision, rect letterbox);
+height and width), run as a user gets it (``Detector``'s default backend, precision and letterbox: square
+since issue 23, rect when the recorded results were measured);
 generated JPEGs in four camera sizes (640x480, 1280x720, 480x640, 1024x1024); batch size 8; results parsed
 into records as the CLI writes them (shard writing and merging excluded: the same code for every
 configuration). Each run is its own process; configurations alternate, after a warm-up run that fills a
