@@ -62,10 +62,23 @@ def deployment(settings: ServeSettings, replicas: int, num_cpus: float, num_gpus
                             max_ongoing_requests=max(16, 4 * (settings.max_batch or 8)))
 
 
+def _deploy(ray: Any, serve: Any, settings: ServeSettings, placement: RayPlacement, host: str, port: int) -> None:
+    """Size the replicas from the cluster, start Serve on ``host:port`` and run the app (blocks until it runs)."""
+    from labeling.engine import plan_actors
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    plan = plan_actors(ray.cluster_resources(), nodes, placement.replicas, placement.num_cpus,
+                       placement.num_gpus, placement.threads)
+    print(f"yoloworld-serve: Ray Serve, {plan.describe().replace('actor', 'replica')}", flush=True)
+    serve.start(http_options={"host": host, "port": port})
+    app = deployment(replica_settings(settings, plan.num_gpus, plan.threads), plan.actors, plan.num_cpus,
+                     plan.num_gpus)
+    serve.run(app.bind(), name="yoloworld", route_prefix="/")
+
+
 def serve_on_ray(settings: ServeSettings, placement: RayPlacement, host: str, port: int) -> int:
     """Deploy, print where it listens, and wait for Ctrl-C or SIGTERM; then shut Serve down (the replicas
     finish their requests in flight) and the Ray this call started."""
-    from labeling.engine import plan_actors
     from labeling.termination import TerminateAsInterrupt
 
     try:
@@ -74,19 +87,15 @@ def serve_on_ray(settings: ServeSettings, placement: RayPlacement, host: str, po
         raise YoloWorldError("--ray needs Ray Serve: pip install 'yoloworld-sdk[ray]'") from None
     ray, started = connect(placement.address)
     try:
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        plan = plan_actors(ray.cluster_resources(), nodes, placement.replicas, placement.num_cpus,
-                           placement.num_gpus, placement.threads)
-        print(f"yoloworld-serve: Ray Serve, {plan.describe().replace('actor', 'replica')}", flush=True)
-        serve.start(http_options={"host": host, "port": port})
-        app = deployment(replica_settings(settings, plan.num_gpus, plan.threads), plan.actors, plan.num_cpus,
-                         plan.num_gpus)
-        serve.run(app.bind(), name="yoloworld", route_prefix="/")
-        print(f"yoloworld-serve: http://{host}:{port}/ (page), /docs (API)", flush=True)
-        with TerminateAsInterrupt():  # after ray.init, which sets its own SIGTERM handler
+        # right after ray.init, which sets its own SIGTERM handler (it aborts the process): a SIGTERM while
+        # deploying stops cleanly too, since the page may answer before serve.run returns
+        with TerminateAsInterrupt():
             try:
-                while True:
-                    time.sleep(1.0)
+                _deploy(ray, serve, settings, placement, host, port)
+                print(f"yoloworld-serve: http://{host}:{port}/ (page), /docs (API)", flush=True)
+                with TerminateAsInterrupt():  # again, in case deploying replaced the handler
+                    while True:
+                        time.sleep(1.0)
             except KeyboardInterrupt:
                 print("yoloworld-serve: stopping: the replicas finish their requests in flight", flush=True)
     finally:
