@@ -253,6 +253,21 @@ def test_nms_hand_made_overlaps():
     assert keep.tolist() == [0, 1, 3, 4, 6, 7]  # 2 suppressed by 0; 5 ties with 4 and loses by order
 
 
+def test_classes_never_suppress_each_other(core, tmp_path):
+    """A box below -1 px and another class's box far away both survive, in C++ as in the SDK (the float
+    coordinate-offset trick of mmcv would shift the first onto the second: IoU 0.81)."""
+    scores = np.array([[0.9, 0.0], [0.0, 0.8]], np.float32)
+    boxes = np.array([[90, 90, 100, 100], [-10, -10, -1, -1]], np.float32)
+    np.save(tmp_path / "s.npy", scores)
+    np.save(tmp_path / "b.npy", boxes)
+    _, info = letterbox_geometry(160, 160, 160)
+    core("postprocess", tmp_path / "s.npy", tmp_path / "b.npy", 160, 160, 160, 0.25, 0.7, 10, 0, 30000,
+         tmp_path / "out.npy")
+    xyxy, score, cls = postprocess_image(scores, boxes, info, 0.25, 0.7, 10)
+    assert cls.tolist() == [0, 1]
+    _assert_same(np.load(tmp_path / "out.npy"), xyxy, score, cls)
+
+
 def test_unpack_nms_outputs(core, tmp_path):
     rs = np.random.RandomState(3)
     k, num = 20, 13

@@ -1,5 +1,6 @@
 // Greedy NMS with mmcv semantics, as sdk/nms.py: float32 IoU with plain (x2 - x1) * (y2 - y1) areas,
-// a box is suppressed when IoU > threshold; class-aware NMS by mmcv's coordinate-offset trick.
+// a box is suppressed when IoU > threshold; class-aware NMS compares labels (as sdk/nms.py does: mmcv's
+// coordinate-offset trick resolves only 1/16 px at 1203 classes and lets a box below -1 px reach another class).
 #pragma once
 
 #include <algorithm>
@@ -12,7 +13,7 @@ namespace yoloworld {
 
 using Box = std::array<float, 4>;  // x1, y1, x2, y2
 
-// Same operation order as sdk.nms.box_iou, so the float32 result is bit-identical (NaN for 0 / 0).
+// Same operation order as sdk.nms.box_iou, so the float32 result is bit-identical (0 for an empty union).
 inline float box_iou(const Box& a, const Box& b) {
     const float xx1 = std::max(a[0], b[0]);
     const float yy1 = std::max(a[1], b[1]);
@@ -21,7 +22,8 @@ inline float box_iou(const Box& a, const Box& b) {
     const float inter = std::max(xx2 - xx1, 0.0f) * std::max(yy2 - yy1, 0.0f);
     const float area_a = (a[2] - a[0]) * (a[3] - a[1]);
     const float area_b = (b[2] - b[0]) * (b[3] - b[1]);
-    return inter / (area_a + area_b - inter);
+    const float uni = area_a + area_b - inter;
+    return uni > 0.0f ? inter / uni : 0.0f;
 }
 
 // Indices into `scores` in descending order; ties keep their input order (numpy's stable argsort).
@@ -32,10 +34,10 @@ inline std::vector<size_t> argsort_descending(const std::vector<float>& scores) 
     return order;
 }
 
-// Kept indices, best first. `max_keep` <= 0: no limit (greedy NMS keeps in score order, so stopping
-// early is exact).
+// Kept indices, best first. `labels` non-null: only boxes of one label suppress each other. `max_keep` <= 0:
+// no limit (greedy NMS keeps in score order, so stopping early is exact).
 inline std::vector<size_t> nms(const std::vector<Box>& boxes, const std::vector<float>& scores,
-                               float iou_threshold, int max_keep = 0) {
+                               float iou_threshold, int max_keep = 0, const std::vector<int>* labels = nullptr) {
     const std::vector<size_t> order = argsort_descending(scores);
     std::vector<char> suppressed(boxes.size(), 0);
     std::vector<size_t> keep;
@@ -46,8 +48,9 @@ inline std::vector<size_t> nms(const std::vector<Box>& boxes, const std::vector<
         if (max_keep > 0 && static_cast<int>(keep.size()) >= max_keep) break;
         for (size_t oj = oi + 1; oj < order.size(); ++oj) {
             const size_t j = order[oj];
-            // `!(iou <= t)` would suppress NaN; numpy keeps it (NaN > t is false), so compare the same way
-            if (!suppressed[j] && box_iou(boxes[i], boxes[j]) > iou_threshold) suppressed[j] = 1;
+            if (suppressed[j] || (labels != nullptr && (*labels)[j] != (*labels)[i])) continue;
+            // `!(iou <= t)` would suppress NaN (NaN boxes); numpy keeps it (NaN > t is false): compare the same way
+            if (box_iou(boxes[i], boxes[j]) > iou_threshold) suppressed[j] = 1;
         }
     }
     return keep;
@@ -58,17 +61,7 @@ inline std::vector<size_t> batched_nms(const std::vector<Box>& boxes, const std:
                                        const std::vector<int>& labels, float iou_threshold, int max_keep = 0,
                                        bool agnostic = false) {
     if (boxes.empty()) return {};
-    if (agnostic) return nms(boxes, scores, iou_threshold, max_keep);
-    float max_coord = boxes[0][0];
-    for (const Box& b : boxes)
-        for (float v : b) max_coord = std::max(max_coord, v);
-    const float step = max_coord + 1.0f;
-    std::vector<Box> shifted(boxes.size());
-    for (size_t i = 0; i < boxes.size(); ++i) {
-        const float offset = static_cast<float>(labels[i]) * step;
-        for (int k = 0; k < 4; ++k) shifted[i][k] = boxes[i][k] + offset;
-    }
-    return nms(shifted, scores, iou_threshold, max_keep);
+    return nms(boxes, scores, iou_threshold, max_keep, agnostic ? nullptr : &labels);
 }
 
 }  // namespace yoloworld
