@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sdk.atomic import atomic_write_text, check_can_create
 from sdk.errors import YoloWorldError
-from sdk.facts import read_facts, resolve_vocabulary
+from sdk.facts import ModelFacts, read_facts, resolve_imgsz, resolve_vocabulary
 
 from .engine import ActorPlan, in_process_batches, plan_actors, ray_batches, with_stall_timeout
 from .outputs import LabelFilter, class_counts, merge, write_coco, write_yolo
@@ -60,7 +60,12 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
     ``contact_sheet.png`` and ``failed.txt`` (unreadable images, when there are any)."""
     out = Path(job.out)
     check_can_create(out)
-    class_texts = resolve_class_texts(job.settings)
+    facts = read_facts(job.settings.weights)
+    class_texts = resolve_class_texts(job.settings, facts)
+    ran = planned_run(job.settings, facts, len(class_texts))
+    if job.progress:
+        print(f"yoloworld-label: imgsz {ran['imgsz']} ({ran['imgsz_from']}), {ran['backend']}, {ran['letterbox']} "
+              f"letterbox, {ran['classes']} classes")
     names = [t[0] for t in class_texts]
     keep = LabelFilter(per_class_conf(job.conf, names), job.min_size)
     settings = replace(job.settings, class_texts=tuple(tuple(t) for t in class_texts),
@@ -95,7 +100,7 @@ def label_collection(job: LabelJob) -> dict[str, Any]:
                "boxes": sum(c["boxes"] for c in counts.values()), "per_class": counts, "seconds": seconds,
                "images_per_s": len(todo) / seconds if todo and seconds > 0 else 0.0, "ran_on": ran_on,
                "format": job.format, "thresholds": dict(zip(names, keep.conf, strict=True)),
-               "min_size": job.min_size, "contact_sheet": str(sheet) if sheet else None}
+               "min_size": job.min_size, "contact_sheet": str(sheet) if sheet else None, "ran": ran}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     if job.progress:
         print(summary_text(summary))
@@ -178,13 +183,26 @@ def _diagnose(ray: Any, plan: ActorPlan) -> str:
             f"{ray.cluster_resources()}; the results so far are kept, rerun to continue")
 
 
-def resolve_class_texts(settings: LabelSettings) -> list[list[str]]:
+def resolve_class_texts(settings: LabelSettings, facts: ModelFacts) -> list[list[str]]:
     """The classes the labels will have, resolved as ``Detector`` resolves them (checked here, not by every
     actor): ``settings.class_texts``, else the export's folded vocabulary or the checkpoint's stored one."""
     d = settings.detector
     classes = [list(t) for t in settings.class_texts] if settings.class_texts else None
-    vocab = resolve_vocabulary(classes, settings.weights, read_facts(settings.weights), d.prompt_merge, d.pad_prompt)
+    vocab = resolve_vocabulary(classes, settings.weights, facts, d.prompt_merge, d.pad_prompt)
     return [list(p) for p in vocab.prompts]
+
+
+def planned_run(settings: LabelSettings, facts: ModelFacts, classes: int) -> dict[str, Any]:
+    """What every worker's ``Detector`` runs with, decided here as it decides it (``Detector.ran_with``
+    less the precision, which a backend settles only when it opens): input size and where it came from,
+    backend, letterbox, number of classes; the summary records it."""
+    from sdk.detector import default_backend
+
+    d = settings.detector
+    imgsz, imgsz_from = resolve_imgsz(d.imgsz, settings.weights, facts)
+    backend = d.backend or default_backend(settings.weights, d.device)
+    return {"imgsz": imgsz, "imgsz_from": imgsz_from, "backend": backend, "letterbox": "rect" if d.rect else "square",
+            "classes": classes}
 
 
 def per_class_conf(conf: tuple[tuple[str, float], ...], names: list[str]) -> tuple[float, ...]:

@@ -68,6 +68,8 @@ def test_labels_are_the_detectors_detections_filtered_as_asked(label_collection_
     conf = (("*", 0.2), (fx.classes[0], 0.35))
     summary = label_collection(job(fx, tmp_path / "out", conf=conf, min_size=20.0))
     assert summary["images"] == len(fx.good) + 1 and summary["failed"] == 1 and summary["labeled_now"] == 65
+    assert summary["ran"] == {"imgsz": 160, "imgsz_from": "exported at", "backend": "onnxruntime",
+                              "letterbox": "square", "classes": len(fx.classes)}
     assert summary["failed_images"][0][0] == fx.broken
     assert fx.broken in (tmp_path / "out" / "failed.txt").read_text()
     det = Detector(fx.model, backend="onnxruntime", conf=0.2)
@@ -103,7 +105,9 @@ def test_rerun_does_no_work_and_rethresholds_without_the_model(label_collection_
     assert higher["labeled_now"] == 0 and 0 < higher["boxes"] < first["boxes"]
     with pytest.raises(ShardError, match="0.1 needs a new --out"):
         label_collection(job(fx, out, conf=(("*", 0.1),)))
-    with pytest.raises(ShardError, match="imgsz: 160 then, 320 now"):
+    with pytest.raises(ShardError, match="imgsz: 160 then, 128 now"):
+        label_collection(job(fx, out, imgsz=128))
+    with pytest.raises(ValueError, match="exported at 160x160 .*imgsz 320 needs a re-export"):  # before any work
         label_collection(job(fx, out, imgsz=320))
 
 
