@@ -32,17 +32,25 @@ def label_parser() -> argparse.ArgumentParser:
                    help="share of images (chosen by a hash of the path) written as the val split")
     p.add_argument("--key", choices=("stat", "hash"), default="stat",
                    help="what marks an image as changed since its result: size and mtime, or a sha256 of it")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run on Ray Data: a new local Ray, or the cluster at ADDRESS (auto, ray://head:10001)")
-    p.add_argument("--actors", type=int, help="Ray: model actors (default: one per GPU share, else one per 4 CPUs)")
-    p.add_argument("--num-cpus", type=float, help="Ray: CPUs per actor (default: sized from the cluster)")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="Ray: GPUs per actor (e.g. 1, or 0.5 to share)")
+    add_ray_args(p, "run on Ray Data", "actor")
     p.add_argument("--shard-size", type=int, default=1000, help="results per shard file (also every 30 s)")
     p.add_argument("--stall-timeout", type=float, default=300.0,
                    help="Ray: stop when no image finished for this many seconds (0: never)")
     p.add_argument("--contact-sheet", type=int, default=16, help="images in contact_sheet.png (0: none)")
     add_detector_args(p, conf=False)  # --conf above: per class
     return p
+
+
+def add_ray_args(p: argparse.ArgumentParser, what: str, unit: str) -> None:
+    """``--ray [ADDRESS]``, ``--<unit>s``, ``--num-cpus``, ``--num-gpus``: where Ray runs the model copies and
+    how :func:`labeling.engine.plan_actors` sizes them (``yoloworld-label``'s actors, ``yoloworld-serve``'s
+    replicas)."""
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help=f"{what}: a new local Ray, or the cluster at ADDRESS (auto, ray://head:10001)")
+    p.add_argument(f"--{unit}s", type=int, help=f"Ray: {'model ' if unit == 'actor' else ''}{unit}s (default: one "
+                                                f"per GPU share, else one per 4 CPUs)")
+    p.add_argument("--num-cpus", type=float, help=f"Ray: CPUs per {unit} (default: sized from the cluster)")
+    p.add_argument("--num-gpus", type=float, default=0.0, help=f"Ray: GPUs per {unit} (e.g. 1, or 0.5 to share)")
 
 
 def parse_conf(text: str) -> tuple[tuple[str, float], ...]:

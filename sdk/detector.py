@@ -132,18 +132,16 @@ class Detector:
         manifest = b.manifest
         facts = ModelFacts(manifest, b.stored_vocabulary, b.stored_imgsz, b.stored_class_names)
         self.imgsz, self.imgsz_from = resolve_imgsz(imgsz, weights, facts)
-        dynamic = manifest is None or manifest.dynamic_hw
-        if rect and manifest is not None and not dynamic:
+        if rect and manifest is not None and not manifest.dynamic_hw:
             raise ValueError(f"rect=True needs an artifact exported with dynamic height and width; {weights} takes "
                              f"{manifest.imgsz[0]}x{manifest.imgsz[1]} only (re-export it without --static-shape)")
         self.rect = bool(rect)  # None -> square: rect is a measured accuracy cost, so it is opt-in
         # an exported open-vocabulary artifact: prompts go through its text encoder, scores come back
         # padded to its vocabulary capacity
         self._capacity = manifest.vocab_capacity if manifest is not None and manifest.open_vocabulary else 0
-        vocabulary = resolve_vocabulary(classes, weights, facts, prompt_merge, pad_prompt)
+        self.vocabulary: Vocabulary = resolve_vocabulary(classes, weights, facts, prompt_merge, pad_prompt)
         if b.open_vocabulary:
-            self.set_classes(vocabulary)
-        self.vocabulary: Vocabulary = vocabulary
+            self.set_classes(self.vocabulary)
 
     @classmethod
     def from_settings(cls, weights: str | os.PathLike, classes: ClassesLike | None = None,

@@ -11,6 +11,7 @@ from .settings import ServeSettings
 
 
 def serve_parser() -> argparse.ArgumentParser:
+    from labeling.cli import add_ray_args
     from sdk.cli import add_detector_args
 
     p = argparse.ArgumentParser(
@@ -35,11 +36,7 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, seconds to finish the requests in flight (default 30)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="log every request (default on)")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="deploy on Ray Serve: a new local Ray, or the cluster at ADDRESS (auto, ray://head:10001)")
-    p.add_argument("--replicas", type=int, help="Ray: replicas (default: one per GPU share, else one per 4 CPUs)")
-    p.add_argument("--num-cpus", type=float, help="Ray: CPUs per replica (default: sized from the cluster)")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="Ray: GPUs per replica (e.g. 1, or 0.5 to share)")
+    add_ray_args(p, "deploy on Ray Serve", "replica")
     add_detector_args(p)
     return p
 
