@@ -43,8 +43,8 @@ _TEXT_ENCODER = "text_encoder."
 def save_training_checkpoint(path: Path, raw_model: YoloWorld, ema: ModelEMA | None, embedder: TextEmbedder,
                              optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                              state: LoopState, train_config: dict[str, Any], class_texts: list[list[str]],
-                             categories: list[int], class_names: list[str], with_resume_state: bool = True
-                             ) -> Path:
+                             categories: list[int], class_names: list[str], with_resume_state: bool = True,
+                             kept_vocabulary: list[list[str]] | None = None) -> Path:
     """``model`` = the EMA weights (what gets deployed), with what every later command needs to know:
     the vocabulary (prompts per class), the dataset's category ids and names, the input size trained at
     and the letterbox validated with. ``train`` = what resuming needs beyond that, stored once each:
@@ -55,6 +55,8 @@ def save_training_checkpoint(path: Path, raw_model: YoloWorld, ema: ModelEMA | N
     extra: dict[str, Any] = {
         "vocabulary": class_texts, "categories": categories, "class_names": class_names,
         "imgsz": int(train_config["imgsz"]), "letterbox": "square",  # what validation ran (the official one)
+        # --keep-vocabulary: the starting model's classes it was trained to keep (the next run keeps them too)
+        "kept_vocabulary": kept_vocabulary or None,
         # rows the text encoder cannot reproduce: prompt-tuned embeddings, or all of them when
         # the text encoder was dropped (efficient mode)
         "text_embeddings": (embedder.export_table(prompts)

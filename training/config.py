@@ -44,6 +44,14 @@ class TrainConfig:
     mode: Mode = _opt("full",  # noqa: RUF009 (a str)
                       "what trains: full (everything but the text tower), efficient (efficient neck, no "
                       "text encoder), prompt (the class embeddings only)")
+    keep_vocabulary: str | None = _opt(None, "keep what the starting model detects besides your classes: the "
+                                             "frozen starting model's scores for these classes are extra targets "
+                                             "(self-distillation). No value (or auto): the checkpoint's own "
+                                             "vocabulary (official checkpoints: the 80 COCO names); or a class-"
+                                             "text JSON, or comma-separated names")
+    keep_val: str | None = _opt(None, "a dataset (any layout --data takes) whose validation split, prompted "
+                                      "with its own classes, measures the kept vocabulary at every validation "
+                                      "(mAP_kept); best.pt then maximises the mean of mAP and mAP_kept")
     # --- data ---
     data: str | None = _opt(None, "data YAML (COCO files), Ultralytics dataset YAML or VOC folder; "
                                   "none: the generated demo set")
@@ -160,6 +168,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         text = text.replace("%", "%%")  # argparse formats help strings with %
         if tp is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "keep_vocabulary":  # a value is optional: the flag alone means "auto"
+            parser.add_argument(name, nargs="?", const="auto", default=None, metavar="PROMPTS", help=text)
         else:
             parser.add_argument(name, type=_arg_type(tp), choices=choices, default=None, help=text)
     parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields (the options above, "

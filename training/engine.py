@@ -22,6 +22,7 @@ from . import distributed as D
 from .config import AmpMode
 from .distributed import gather_objects, is_main_process, reduce_mean
 from .ema import ModelEMA
+from .keep import KeepTeacher, guide_mask, split_kept
 from .loss import YoloWorldLoss
 from .optim import LinearWarmupSchedule
 
@@ -111,6 +112,7 @@ class EpochContext:
     grad_clip: float
     steps: int  # optimiser steps per epoch
     on_step: Callable[[], None] | None = None  # after every optimiser step
+    keep: KeepTeacher | None = None  # --keep-vocabulary: the frozen starting model and the kept classes
 
 
 def train_one_epoch(ctx: EpochContext, state: LoopState) -> dict[str, float]:
@@ -122,7 +124,7 @@ def train_one_epoch(ctx: EpochContext, state: LoopState) -> dict[str, float]:
     ctx.model.train()
     if ctx.raw_model.text_encoder is not None:
         ctx.raw_model.text_encoder.eval()  # frozen: no dropout, no BN in CLIP anyway
-    sums = {"cls": 0.0, "box": 0.0, "dfl": 0.0}
+    sums = {"cls": 0.0, "box": 0.0, "dfl": 0.0, **({"keep": 0.0} if ctx.keep is not None else {})}
     seen, micro, t0 = 0, 0, time.perf_counter()
     lr = ctx.optimizer.param_groups[0]["lr"]
     bar = tqdm(total=ctx.steps, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
@@ -158,12 +160,21 @@ def _backward(ctx: EpochContext, batch: dict, state: LoopState, sync: bool) -> d
     device = ctx.device
     images = batch["images"].to(device, non_blocking=True).float().div_(255)
     texts = ctx.embedder(batch["texts"]).to(device)
+    if ctx.keep is not None:  # the kept classes ride along as extra text slots after the image's own
+        extra = ctx.keep.sample()
+        texts = torch.cat([texts, extra.expand(texts.shape[0], -1, -1)], 1)
     no_sync = not sync and hasattr(ctx.model, "no_sync")
     with ctx.model.no_sync() if no_sync else contextlib.nullcontext():
+        kept, guide = None, None
+        if ctx.keep is not None:
+            guide = guide_mask(texts.shape[1], len(extra), device)
         with autocast(device, ctx.amp):
-            out = ctx.model(images, texts)
+            out = ctx.model(images, texts, None, guide)
+            if ctx.keep is not None:
+                out, student = split_kept(out, len(extra))
+                kept = (student, ctx.keep.targets(images, texts, len(extra)))
         loss, parts = ctx.loss_fn(out, batch["labels"].to(device), batch["boxes"].to(device),
-                                  batch["box_mask"].to(device), batch["text_mask"].to(device))
+                                  batch["box_mask"].to(device), batch["text_mask"].to(device), kept)
         here = not bool(torch.isfinite(loss))
         if D.any_rank(here, device=device)[0]:  # all ranks stop before the backward, or DDP's sync would hang
             raise NonFiniteLossError(f"non-finite loss at epoch {state.epoch + 1}, step {state.step_in_epoch}: "

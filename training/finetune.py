@@ -43,6 +43,7 @@ from .config import TrainConfig, add_arguments, resolve, save_config
 from .data import AnyDataset, DataConfig, DetectionDataset, describe_data, read_data
 from .ema import ModelEMA
 from .engine import EpochContext, LoopState, NonFiniteLossError, TextEmbedder, evaluate, train_one_epoch
+from .keep import KeepTeacher, resolve_kept_vocabulary, write_kept_vocabulary
 from .loss import YoloWorldLoss
 from .optim import LinearWarmupSchedule, build_optimizer
 from .sampler import ResumableSampler
@@ -102,6 +103,18 @@ class Run:
     sampler: ResumableSampler
     val: tuple[DataLoader, DetectionDataset] | None
     epoch: EpochContext
+    kept: list[list[str]]  # --keep-vocabulary: the classes kept, prompts per class
+    keep_val: KeepVal | None  # --keep-val: the kept vocabulary's validation set
+
+
+@dataclass
+class KeepVal:
+    """``--keep-val``: its validation loader and set, its class texts and its ground truth."""
+
+    loader: DataLoader
+    dataset: DetectionDataset
+    class_texts: list[list[str]]
+    ground_truth: Any
 
 
 def run(cfg: TrainConfig, demo: bool = False) -> int:
@@ -124,7 +137,8 @@ def run(cfg: TrainConfig, demo: bool = False) -> int:
                 stopped(r, f"in epoch {state.epoch + 1} after step {state.step_in_epoch}")
                 return 130
             state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            row: dict[str, Any] = {"epoch": state.epoch, **{f"loss_{k}": metrics[k] for k in ("cls", "box", "dfl")},
+            row: dict[str, Any] = {"epoch": state.epoch, **{f"loss_{k}": metrics[k] for k in
+                                                            ("cls", "box", "dfl", "keep") if k in metrics},
                                    "lr": metrics["lr"], "images_per_s": metrics["images_per_s"],
                                    "epoch_s": time.perf_counter() - t0}
             improved = validate(r, state, row)
@@ -168,7 +182,11 @@ def build_run(cfg: TrainConfig) -> Run:
     path = data_path(cfg, out)
     with D.together("reading the data, the weights and the schedule"):  # no rank goes on alone after an error
         data, train_set, val_set = load_data(cfg, path)
-        model, pretrained = load_model(cfg)
+        model, pretrained, start_meta = load_model(cfg)
+        kept = check_keep(cfg, pretrained, start_meta, data.class_texts)
+        keep_data = read_data(cfg.keep_val) if cfg.keep_val else None
+        if keep_data is not None and keep_data.val is None:
+            raise ValueError(f"--keep-val {cfg.keep_val} has no validation split")
         facts = RunFacts(len(train_set), len(data.class_texts), cfg.mask_refine and _has_polygons(train_set),
                          preset_name(model.config) or cfg.model or "s", pretrained, world)
         cfg, plan, warnings = resolve_config(cfg, facts)
@@ -182,6 +200,15 @@ def build_run(cfg: TrainConfig) -> Run:
     ddp_model, raw_model, embedder = prepare_model(model, cfg, pretrained, data.class_texts, train_set, device,
                                                    world, local)
     train_ds, sampler, loader, val = build_loaders(cfg, train_set, val_set, rank, world, device)
+    keep_val = None
+    if keep_data is not None:
+        kv = keep_data.build_val()
+        keep_val = KeepVal(DataLoader(ValDataset(kv, cfg.imgsz), batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                      sampler=ResumableSampler(len(kv), False, rank=rank, world_size=world, pad=False),
+                                      collate_fn=val_collate, worker_init_fn=leave_interrupts_to_trainer),
+                           kv, keep_data.class_texts, keep_data.val.ground_truth())  # type: ignore[union-attr]
+    teacher = (KeepTeacher(raw_model, embedder.encode([ps[0] for ps in kept]), seed=cfg.seed).to(device)
+               if kept else None)  # a copy of the start, taken before any step (and before a resume)
     optimizer = build_optimizer(raw_model, cfg, plan.nominal_batch,
                                 [embedder.prompts] if embedder.prompts is not None else None)
     epoch = EpochContext(
@@ -190,13 +217,13 @@ def build_run(cfg: TrainConfig) -> Run:
                               mask_padded_texts=cfg.mask_padded_texts),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"), schedule=LinearWarmupSchedule(cfg),
         ema=ModelEMA(raw_model, cfg.ema_momentum, cfg.ema_gamma) if cfg.ema else None, device=device,
-        amp=cfg.amp, accumulate=plan.accumulate, grad_clip=cfg.grad_clip, steps=plan.steps_per_epoch)
+        amp=cfg.amp, accumulate=plan.accumulate, grad_clip=cfg.grad_clip, steps=plan.steps_per_epoch, keep=teacher)
     categories = val_set.categories if val_set is not None else getattr(train_set, "categories", None)
     # the names evaluation pairs classes by; a dataset without them (grounding only) has its first prompts
     names = getattr(val_set if val_set is not None else train_set, "class_names", None)
     return Run(cfg, plan, out, rank == 0, data, data.class_texts, categories or list(range(len(data.class_texts))),
                names or [ps[0] for ps in data.class_texts],
-               train_ds, sampler, val, epoch)
+               train_ds, sampler, val, epoch, kept, keep_val)
 
 
 def data_path(cfg: TrainConfig, out: Path) -> Path:
@@ -221,13 +248,14 @@ def _has_polygons(train_set: AnyDataset) -> bool:
     return any(train_set.record(i).polygons is not None for i in range(len(train_set)))
 
 
-def load_model(cfg: TrainConfig) -> tuple[YoloWorld, bool]:
-    """(model, from_pretrained). ``--weights`` decides the architecture; a ``--model`` / ``--variant``
-    that contradicts it is an error."""
+def load_model(cfg: TrainConfig) -> tuple[YoloWorld, bool, dict[str, Any]]:
+    """(model, from_pretrained, the checkpoint's stored entries). ``--weights`` decides the architecture;
+    a ``--model`` / ``--variant`` that contradicts it is an error."""
     if not cfg.weights:
         arch = get_config(cfg.model or "s", cfg.variant or "v2")
-        return build_model(dataclasses.replace(arch, neck="efficient") if cfg.mode == "efficient" else arch), False
-    model, _ = load_checkpoint_with_meta(cfg.weights)
+        model = build_model(dataclasses.replace(arch, neck="efficient") if cfg.mode == "efficient" else arch)
+        return model, False, {}
+    model, meta = load_checkpoint_with_meta(cfg.weights)
     arch = model.config
     for name, value in (("model", cfg.model), ("variant", cfg.variant)):
         if value is None:
@@ -250,7 +278,21 @@ def load_model(cfg: TrainConfig) -> tuple[YoloWorld, bool]:
                                  drop_neck_guides=True)
         model = eff
     model.train()
-    return model, True
+    return model, True, meta
+
+
+def check_keep(cfg: TrainConfig, pretrained: bool, start_meta: dict[str, Any], class_texts: list[list[str]]
+               ) -> list[list[str]]:
+    """``--keep-vocabulary``'s classes (``training.keep.resolve_kept_vocabulary``), or [] without it."""
+    if not cfg.keep_vocabulary:
+        return []
+    if not pretrained:
+        raise ValueError("--keep-vocabulary needs --weights: a model trained from scratch has no vocabulary to keep")
+    if cfg.mode != "full":
+        raise ValueError(f"--keep-vocabulary trains the whole model (--mode full); --mode {cfg.mode} "
+                         + ("drops the text encoder, which closes the vocabulary" if cfg.mode == "efficient"
+                            else "changes only the new classes' embeddings and keeps the rest as it is"))
+    return resolve_kept_vocabulary(cfg.keep_vocabulary, start_meta, class_texts)
 
 
 def init_head_for_training(model: YoloWorld, num_classes: int, imgsz: int) -> None:
@@ -334,6 +376,11 @@ def announce(r: Run, state: LoopState) -> None:
           f"{cfg.mixup_prob}, min area ratio {cfg.min_area_ratio}"
           + (f"; resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if cfg.resume else ""))
     print(plan.describe() + (" (from pre-trained weights)" if cfg.weights else " (from scratch)"))
+    if r.kept:
+        write_kept_vocabulary(r.out / "kept_vocabulary.json", r.kept)
+        print(f"keeping {len(r.kept)} classes of the starting model ({', '.join(ps[0] for ps in r.kept[:5])}"
+              f"{', ...' if len(r.kept) > 5 else ''}; {r.out / 'kept_vocabulary.json'}): its scores for them on "
+              f"these images are extra targets" + (f"; validated on {r.cfg.keep_val}" if r.keep_val else ""))
 
 
 @contextlib.contextmanager
@@ -383,7 +430,8 @@ def resume(r: Run, state: LoopState) -> None:
 
 def validate(r: Run, state: LoopState, row: dict[str, Any]) -> bool:
     """COCO mAP of the EMA weights every ``val_interval`` epochs and every epoch once mosaic is closed;
-    adds mAP/mAP50 to ``row``; True when the best so far. Every rank predicts its share; rank 0 scores
+    adds mAP/mAP50 (with --keep-val also mAP_kept/mAP50_kept) to ``row``; True when the best so far
+    by :func:`best_rule`. Every rank predicts its share; rank 0 scores
     and every rank gets its scores, so all take the same decision (saving best.pt is a collective)."""
     cfg = r.cfg
     if r.val is None or not (state.epoch % cfg.val_interval == 0 or state.epoch > cfg.epochs - cfg.close_mosaic):
@@ -393,14 +441,25 @@ def validate(r: Run, state: LoopState, row: dict[str, Any]) -> bool:
     e = r.epoch
     model = e.ema.module if e.ema is not None else e.raw_model
     D.broadcast_buffers(model)  # BN statistics differ by rank's batches: validate what rank 0 saves
-    names = [ps[0] for ps in r.class_texts]  # official validation: first prompt, fixed order
-    res = evaluate(model, loader, e.embedder([names])[0].detach(), val_set.categories, r.data.val.ground_truth(),
-                   val_set.image_ids, e.device, cfg.amp)
-    ap, ap50 = D.broadcast_object((res["AP"], res["AP50"]) if res is not None else None)
+    ap, ap50 = _score(r, model, loader, val_set, r.class_texts, r.data.val.ground_truth())  # type: ignore[union-attr]
     row.update(mAP=ap, mAP50=ap50)
-    improved = ap > state.best_map
-    state.best_map = max(state.best_map, ap)
+    if r.keep_val is not None:
+        k = r.keep_val
+        row["mAP_kept"], row["mAP50_kept"] = _score(r, model, k.loader, k.dataset, k.class_texts, k.ground_truth)
+    score = best_rule(row)
+    improved = score > state.best_map
+    state.best_map = max(state.best_map, score)
     return improved
+
+
+def _score(r: Run, model: YoloWorld, loader: DataLoader, val_set: DetectionDataset, class_texts: list[list[str]],
+           ground_truth: Any) -> tuple[float, float]:
+    """(mAP, mAP50) of ``model`` prompted with ``class_texts`` (official validation: first prompts, in
+    order), the same on every rank."""
+    names = [ps[0] for ps in class_texts]
+    res = evaluate(model, loader, r.epoch.embedder([names])[0].detach(), val_set.categories, ground_truth,
+                   val_set.image_ids, r.epoch.device, r.cfg.amp)
+    return D.broadcast_object((res["AP"], res["AP50"]) if res is not None else None)
 
 
 def save(r: Run, state: LoopState, path: Path, resume: bool = True) -> None:
@@ -409,7 +468,7 @@ def save(r: Run, state: LoopState, path: Path, resume: bool = True) -> None:
     D.at(f"saving {path}")
     D.on_main(lambda: save_training_checkpoint(path, e.raw_model, e.ema, e.embedder, e.optimizer, e.scaler, state,
                                                r.cfg.to_dict(), r.class_texts, r.categories, r.class_names,
-                                               with_resume_state=resume))
+                                               with_resume_state=resume, kept_vocabulary=r.kept))
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:
@@ -438,6 +497,8 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
     val = [r for r in history if "mAP" in r]
     b.plot([r["epoch"] for r in val], [r["mAP50"] for r in val], "o-", label="mAP50")
     b.plot([r["epoch"] for r in val], [r["mAP"] for r in val], "o-", label="mAP50:95")
+    if any("mAP_kept" in r for r in val):
+        b.plot([r["epoch"] for r in val], [r["mAP_kept"] for r in val], "s--", label="mAP50:95 kept (--keep-val)")
     b.set_xlabel("epoch")
     b.set_title("validation (EMA weights)")
     b.legend()
@@ -447,12 +508,18 @@ def plot_curves(out: Path, history: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def best_rule(row: dict[str, Any]) -> float:
+    """What best.pt maximises: mAP, or with --keep-val the mean of mAP and mAP_kept."""
+    return (row["mAP"] + row["mAP_kept"]) / 2 if "mAP_kept" in row else row["mAP"]
+
+
 def summary(out: Path, state: LoopState, seconds: float, demo: bool, imgsz: int) -> None:
     val = [r for r in state.history if "mAP" in r]
-    best = max(val, key=lambda r: r["mAP"]) if val else None
+    best = max(val, key=best_rule) if val else None
     print(f"done: {state.epoch} epochs in {seconds / 60:.1f} min"
-          + (f"; best mAP50:95 {best['mAP']:.3f} (mAP50 {best['mAP50']:.3f}) at epoch {best['epoch']}"
-             if best else ""))
+          + (f"; best mAP50:95 {best['mAP']:.3f} (mAP50 {best['mAP50']:.3f})"
+             + (f", kept vocabulary {best['mAP_kept']:.3f}" if "mAP_kept" in best else "")
+             + f" at epoch {best['epoch']}" if best else ""))
     print(f"  checkpoints: {out / 'last.pt'}, {out / 'best.pt'}; log {out / 'metrics.csv'}, "
           f"curves {out / 'curves.png'}")
     ckpt = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"

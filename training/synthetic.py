@@ -40,6 +40,17 @@ OTHER_CLASSES: list[ShapeClass] = [
 ]
 GROUNDING_IMAGES = 8  # training images that also get a caption in annotations/grounding.json
 
+_COLOURS = [("red", "scarlet", (40, 40, 215)), ("green", "emerald", (50, 185, 40)),
+            ("blue", "azure", (210, 90, 30)), ("yellow", "golden", (30, 215, 225)),
+            ("purple", "violet", (170, 50, 150)), ("orange", "amber", (20, 130, 245))]
+_SHAPES = [("circle", "disk", CIRCLE), ("square", "tile", SQUARE), ("triangle", "wedge", TRIANGLE),
+           ("star", "pentagram", STAR)]
+#: A broad vocabulary (the keep-vocabulary benchmark's pre-training set): 24 colour x shape classes, each
+#: told apart only by both words, three prompts per class (name, colour synonym, shape synonym).
+VOCAB_CLASSES: list[ShapeClass] = [
+    (101 + 4 * ci + si, f"{c} {s}", [f"{c} {s}", f"{c2} {s}", f"{c} {s2}"], bgr, kind)
+    for ci, (c, c2, bgr) in enumerate(_COLOURS) for si, (s, s2, kind) in enumerate(_SHAPES)]
+
 
 def _background(rng: np.random.Generator, h: int, w: int, style: str = "grey") -> np.ndarray:
     """Low-saturation texture: smooth blotches, fine noise and a few lines (BGR uint8); ``"grey"`` or
@@ -106,27 +117,36 @@ def _polygon(mask: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> list[list[
     return [np.round(pts, 2).ravel().tolist()]
 
 
-def _draw_image(rng: np.random.Generator, size: int, classes: list[ShapeClass] = CLASSES, style: str = "grey"
+def _draw_image(rng: np.random.Generator, size: int, classes: list[ShapeClass] = CLASSES, style: str = "grey",
+                distractors: list[ShapeClass] | None = None
                 ) -> tuple[np.ndarray, list[tuple[int, list[float], list[list[float]]]]]:
-    """One image and its objects as (class index, COCO xywh box, COCO polygons)."""
+    """One image and its objects as (class index, COCO xywh box, COCO polygons). ``distractors``: half
+    of the images also get one or two objects of these classes, drawn but not annotated (what a user's
+    photos hold besides the classes they label)."""
     h, w = [(size, size), (size, size * 3 // 4), (size * 3 // 4, size)][int(rng.integers(3))]
     img = _background(rng, h, w, style)
     objects: list[tuple[int, list[float], list[list[float]]]] = []
     occupied = np.zeros((h, w), bool)
-    for _ in range(int(rng.integers(1, 5))):
+    n_labelled = int(rng.integers(1, 5))
+    n_other = int(rng.integers(1, 3)) * int(rng.random() < 0.5) if distractors else 0
+    for k in range(n_labelled + n_other):
+        pool = classes if k < n_labelled else distractors
+        assert pool is not None
         for _attempt in range(30):  # rejection sampling keeps objects apart, so boxes stay honest
-            kind = int(rng.integers(len(classes)))
+            kind = int(rng.integers(len(pool)))
             r = rng.uniform(0.07, 0.2) * min(h, w)
             cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(r + 1, h - r - 1)
-            mask = _shape_mask(classes[kind][4], h, w, cx, cy, r, rng.uniform(-0.3, 0.3)) > 0
+            mask = _shape_mask(pool[kind][4], h, w, cx, cy, r, rng.uniform(-0.3, 0.3)) > 0
             if not (cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)[occupied].any():
                 break
         else:
             continue
         occupied |= mask
-        colour = np.array(classes[kind][3], np.float32) + rng.uniform(-15, 15, 3)
+        colour = np.array(pool[kind][3], np.float32) + rng.uniform(-15, 15, 3)
         shade = rng.uniform(0.85, 1.0, size=(h, w, 1))  # mild shading so pixels are not all equal
         img[mask] = np.clip(colour * shade[mask], 0, 255).astype(np.uint8)
+        if k >= n_labelled:
+            continue
         ys, xs = np.nonzero(mask)
         x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         objects.append((kind, [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
@@ -153,13 +173,15 @@ def _caption(names: list[str]) -> tuple[str, list[list[int]]]:
 
 def make_shapes_dataset(root: str | os.PathLike, num_train: int = 64, num_val: int = 16,
                         size: int = 256, seed: int = 0, classes: list[ShapeClass] = CLASSES,
-                        style: str = "grey") -> Path:
+                        style: str = "grey", grounding_images: int = GROUNDING_IMAGES,
+                        distractors: list[ShapeClass] | None = None) -> Path:
     """Write the shapes dataset under ``root`` and return the path of its ``data.yaml``.
 
     Layout: ``train/``, ``val/`` (JPEG, longest side ``size``), ``annotations/{train,val}.json``
     (COCO with boxes and polygons, the ``classes``' category ids), ``annotations/grounding.json``
-    (captions over the first training images, ``img_dir: train``), ``class_texts.json`` and
-    ``data.yaml``. The same arguments give the same files.
+    (captions over the first ``grounding_images`` training images, ``img_dir: train``),
+    ``class_texts.json`` and ``data.yaml``. ``distractors``: unannotated objects of other classes in
+    half of the images. The same arguments give the same files.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -171,7 +193,7 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 64, num_val: i
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for k in range(count):
-            img, objects = _draw_image(rng, size, classes, style)
+            img, objects = _draw_image(rng, size, classes, style, distractors)
             image_id = k + 1
             file_name = f"{split}_{k:05d}.jpg"
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -185,7 +207,7 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 64, num_val: i
                                     "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0,
                                     "segmentation": segmentation})
                 ann_id += 1
-            if split == "train" and k < GROUNDING_IMAGES:
+            if split == "train" and k < grounding_images and objects:
                 caption, spans = _caption([classes[kind][1] for kind, _, _ in objects])
                 grounding["images"].append({**images[-1], "caption": caption})
                 for (_, xywh, _), span in zip(objects, spans, strict=True):

@@ -168,7 +168,10 @@ class YoloWorld(nn.Module):
                      ) -> HeadOutputs:
         return self.head(feats, text_embeds, text_mask)
 
-    def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor | None = None) -> HeadOutputs:
+    def forward(self, images: Tensor, text_embeds: Tensor, text_mask: Tensor | None = None,
+                guide_mask: Tensor | None = None) -> HeadOutputs:
+        """``guide_mask`` ``(N,)`` bool (training): the slots that guide the neck's attention, where they
+        differ from the scored ones (``--keep-vocabulary`` scores kept classes the neck does not see)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if images.shape[2] % 32 or images.shape[3] % 32:
@@ -182,7 +185,10 @@ class YoloWorld(nn.Module):
                              f"{images.shape[0]}")
         if text_mask is not None and text_mask.shape != (text_embeds.shape[-2],):
             raise ValueError(f"text_mask must be ({text_embeds.shape[-2]},) bool, got {tuple(text_mask.shape)}")
-        return self.forward_head(self.forward_features(images, text_embeds, text_mask), text_embeds, text_mask)
+        if guide_mask is not None and guide_mask.shape != (text_embeds.shape[-2],):
+            raise ValueError(f"guide_mask must be ({text_embeds.shape[-2]},) bool, got {tuple(guide_mask.shape)}")
+        feats = self.forward_features(images, text_embeds, text_mask if guide_mask is None else guide_mask)
+        return self.forward_head(feats, text_embeds, text_mask)
 
     def fold_text_embeddings(self, text_embeds: Tensor, fuse_bn: bool = True) -> nn.Module:
         """A copy with this vocabulary ``(N, D)`` folded into weights and no text encoder:
