@@ -38,6 +38,23 @@ def read_curve(metrics_csv: str | os.PathLike) -> list[tuple[int, float]]:
         return [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
 
 
+def run_finetune(args: list[str], out: Path, threads: int = 2) -> float:
+    """``python -m training.finetune *args --output out`` in a child process with ``threads`` threads,
+    its output in ``out.log``; its wall time, seconds. Raises naming the log when it fails."""
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "training.finetune", *args, "--output", str(out)]
+    t0 = time.perf_counter()
+    with open(out.with_suffix(".log"), "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if code:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.with_suffix('.log')}")
+    return time.perf_counter() - t0
+
+
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
     """A matplotlib figure as a PNG, written atomically (a plot beside a results JSON)."""
     from sdk.atomic import atomic_path

@@ -17,16 +17,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, read_curve, save_png  # noqa: E402
+from benchmarks.common import cpu_name, read_curve, run_finetune, save_png  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 IMGSZ, BATCH = 320, 16
@@ -36,16 +34,9 @@ SET_B = (200, 60)
 
 def finetune(args: list[str], out: Path) -> tuple[float, list[tuple[int, float]], float]:
     """Run ``python -m training.finetune`` (defaults plus ``args``); (seconds, mAP curve, final mAP)."""
-    cmd = [sys.executable, "-m", "training.finetune", *args, "--imgsz", str(IMGSZ), "--batch-size", str(BATCH),
-           "--output", str(out)]
-    t0 = time.perf_counter()
-    with open(out.with_suffix(".log"), "w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                               env={**os.environ, "OMP_NUM_THREADS": "2"})
-    if code:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.with_suffix('.log')}")
+    seconds = run_finetune([*args, "--imgsz", str(IMGSZ), "--batch-size", str(BATCH)], out)
     curve = read_curve(out / "metrics.csv")
-    return time.perf_counter() - t0, curve, curve[-1][1]
+    return seconds, curve, curve[-1][1]
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
