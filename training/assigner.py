@@ -29,6 +29,14 @@ class AssignResult:
     fg_mask: Tensor
 
 
+def centres_inside(points: Tensor, boxes: Tensor, eps: float = 1e-9) -> Tensor:
+    """``(B, M, A)`` bool: anchor centre ``points`` ``(A, 2)`` strictly inside (by more than ``eps``)
+    each xyxy box of ``boxes`` ``(B, M, 4)``, padding boxes included."""
+    lt = points[None, None] - boxes[:, :, None, :2]
+    rb = boxes[:, :, None, 2:] - points[None, None]
+    return torch.cat((lt, rb), -1).amin(-1) > eps
+
+
 class TaskAlignedAssigner:
     def __init__(self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9):
         self.topk, self.alpha, self.beta, self.eps = topk, alpha, beta, eps
@@ -51,9 +59,7 @@ class TaskAlignedAssigner:
         overlaps = ciou(pred_boxes[:, None], gt_boxes[:, :, None]).clamp(min=0)
         metric = scores.pow(self.alpha) * overlaps.pow(self.beta)
 
-        lt = points[None, None] - gt_boxes[:, :, None, :2]
-        rb = gt_boxes[:, :, None, 2:] - points[None, None]
-        in_gt = torch.cat((lt, rb), -1).amin(-1) > self.eps  # (B, M, A) centre strictly inside
+        in_gt = centres_inside(points, gt_boxes, self.eps)
 
         valid = gt_mask[:, :, None]
         k = min(self.topk, a)

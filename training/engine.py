@@ -160,19 +160,18 @@ def _backward(ctx: EpochContext, batch: dict, state: LoopState, sync: bool) -> d
     device = ctx.device
     images = batch["images"].to(device, non_blocking=True).float().div_(255)
     texts = ctx.embedder(batch["texts"]).to(device)
+    kept, guide = None, None
     if ctx.keep is not None:  # the kept classes ride along as extra text slots after the image's own
         extra = ctx.keep.sample()
         texts = torch.cat([texts, extra.expand(texts.shape[0], -1, -1)], 1)
+        guide = guide_mask(texts.shape[1], len(extra), device)
     no_sync = not sync and hasattr(ctx.model, "no_sync")
     with ctx.model.no_sync() if no_sync else contextlib.nullcontext():
-        kept, guide = None, None
-        if ctx.keep is not None:
-            guide = guide_mask(texts.shape[1], len(extra), device)
         with autocast(device, ctx.amp):
             out = ctx.model(images, texts, None, guide)
             if ctx.keep is not None:
                 out, student = split_kept(out, len(extra))
-                kept = (student, ctx.keep.targets(images, texts, len(extra)))
+                kept = (student, ctx.keep.targets(images, texts, guide))
         loss, parts = ctx.loss_fn(out, batch["labels"].to(device), batch["boxes"].to(device),
                                   batch["box_mask"].to(device), batch["text_mask"].to(device), kept)
         here = not bool(torch.isfinite(loss))

@@ -203,10 +203,8 @@ def build_run(cfg: TrainConfig) -> Run:
     keep_val = None
     if keep_data is not None:
         kv = keep_data.build_val()
-        keep_val = KeepVal(DataLoader(ValDataset(kv, cfg.imgsz), batch_size=cfg.batch_size, num_workers=cfg.workers,
-                                      sampler=ResumableSampler(len(kv), False, rank=rank, world_size=world, pad=False),
-                                      collate_fn=val_collate, worker_init_fn=leave_interrupts_to_trainer),
-                           kv, keep_data.class_texts, keep_data.val.ground_truth())  # type: ignore[union-attr]
+        keep_val = KeepVal(val_loader(cfg, kv, rank, world), kv, keep_data.class_texts,
+                           keep_data.val.ground_truth())  # type: ignore[union-attr]
     teacher = (KeepTeacher(raw_model, embedder.encode([ps[0] for ps in kept]), seed=cfg.seed).to(device)
                if kept else None)  # a copy of the start, taken before any step (and before a resume)
     optimizer = build_optimizer(raw_model, cfg, plan.nominal_batch,
@@ -347,11 +345,14 @@ def build_loaders(cfg: TrainConfig, train_set: AnyDataset, val_set: DetectionDat
                         persistent_workers=cfg.workers > 0, worker_init_fn=leave_interrupts_to_trainer)
     if val_set is None:
         return train_ds, sampler, loader, None
-    val_ds = ValDataset(val_set, cfg.imgsz)
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                            sampler=ResumableSampler(len(val_ds), False, rank=rank, world_size=world, pad=False),
-                            collate_fn=val_collate, worker_init_fn=leave_interrupts_to_trainer)
-    return train_ds, sampler, loader, (val_loader, val_set)
+    return train_ds, sampler, loader, (val_loader(cfg, val_set, rank, world), val_set)
+
+
+def val_loader(cfg: TrainConfig, val_set: DetectionDataset, rank: int, world: int) -> DataLoader:
+    """A validation set's loader: letterboxed at ``--imgsz``, each rank its share, in order, unpadded."""
+    return DataLoader(ValDataset(val_set, cfg.imgsz), batch_size=cfg.batch_size, num_workers=cfg.workers,
+                      sampler=ResumableSampler(len(val_set), False, rank=rank, world_size=world, pad=False),
+                      collate_fn=val_collate, worker_init_fn=leave_interrupts_to_trainer)
 
 
 def leave_interrupts_to_trainer(_worker_id: int) -> None:

@@ -116,13 +116,13 @@ class KeepTeacher:
         return self.embeds[idx.to(self.embeds.device)]
 
     @torch.no_grad()
-    def targets(self, images: Tensor, texts: Tensor, num_kept: int) -> list[Tensor]:
-        """The teacher's logits of the last ``num_kept`` text slots, per level ``(B, num_kept, h, w)``,
-        for ``images`` ``(B, 3, H, W)`` in [0, 1] and the student's texts ``(B, T + num_kept, D)``
-        (the neck guided by the first T, as the student's: :func:`guide_mask`)."""
-        out = self.model(images, texts, guide_mask=guide_mask(texts.shape[1], num_kept, texts.device))
+    def targets(self, images: Tensor, texts: Tensor, guide: Tensor) -> list[Tensor]:
+        """The teacher's logits of the kept text slots (``guide`` False), per level ``(B, k, h, w)``, for
+        ``images`` ``(B, 3, H, W)`` in [0, 1], the student's texts ``(B, T + k, D)`` and its
+        :func:`guide_mask` (the neck guided as the student's)."""
+        out = self.model(images, texts, guide_mask=guide)
+        num_kept = int((~guide).sum())
         return [t[:, -num_kept:].float() for t in out.cls_logits]
-
 
 def guide_mask(slots: int, num_kept: int, device: torch.device) -> Tensor:
     """``(slots,)`` bool: the image's own texts guide the neck, the ``num_kept`` kept ones after them do

@@ -17,7 +17,7 @@ from torch import Tensor
 from sdk.model import STRIDES, HeadOutputs
 from sdk.model.boxes import anchor_points, dfl_expectation, distances_to_boxes
 
-from .assigner import TaskAlignedAssigner
+from .assigner import TaskAlignedAssigner, centres_inside
 from .boxes import boxes_to_distances, ciou
 from .keep import binary_kl
 
@@ -36,6 +36,12 @@ def dfl_loss(logits: Tensor, target: Tensor) -> Tensor:
     w_right = target - left.float()
     return (F.cross_entropy(logits, left, reduction="none") * (1 - w_right)
             + F.cross_entropy(logits, left + 1, reduction="none") * w_right)
+
+
+def per_anchor(levels: list[Tensor]) -> Tensor:
+    """Per-level maps ``(B, C, h, w)`` -> float32 ``(B, A, C)``, anchors level by level, row-major (the
+    order of ``sdk.model.boxes.anchor_points``)."""
+    return torch.cat([t.flatten(2) for t in levels], 2).transpose(1, 2).float()
 
 
 class YoloWorldLoss:
@@ -65,8 +71,8 @@ class YoloWorldLoss:
         feat_hw = [tuple(t.shape[2:]) for t in out.cls_logits]
         device = out.cls_logits[0].device
         points, strides = anchor_points(feat_hw, STRIDES, device)  # (A, 2), (A, 1)
-        cls_logits = torch.cat([t.flatten(2) for t in out.cls_logits], 2).transpose(1, 2).float()  # (B,A,T)
-        dists = torch.cat([t.flatten(2) for t in out.box_dists], 2).transpose(1, 2).float()  # (B,A,4R)
+        cls_logits = per_anchor(out.cls_logits)  # (B, A, T)
+        dists = per_anchor(out.box_dists)  # (B, A, 4R)
         dists = dists.reshape(b, -1, 4, self.reg_max)
         ltrb = dfl_expectation(dists, -1)  # (B, A, 4) stride units
         pred_boxes = distances_to_boxes(points, ltrb * strides)  # pixels
@@ -113,9 +119,6 @@ class YoloWorldLoss:
         Inside one, the labels win: the starting model's opinion there (a new object scored as a similar
         old class) is what fine-tuning must change; kept, it held the new classes at mAP50:95 0.87
         against plain's 0.98 (benchmarks/keep_vocabulary.py)."""
-        student = torch.cat([t.flatten(2) for t in kept[0]], 2).transpose(1, 2).float()  # (B, A, K)
-        teacher = torch.cat([t.flatten(2) for t in kept[1]], 2).transpose(1, 2).float()
-        x, y = points[:, 0], points[:, 1]  # (A,)
-        x1, y1, x2, y2 = (gt_boxes[..., i, None] for i in range(4))  # (B, M, 1)
-        inside = ((x > x1) & (x < x2) & (y > y1) & (y < y2) & gt_mask[..., None]).any(1)  # (B, A)
+        student, teacher = per_anchor(kept[0]), per_anchor(kept[1])  # (B, A, K)
+        inside = (centres_inside(points, gt_boxes) & gt_mask[..., None]).any(1)  # (B, A): the assigner's rule
         return (binary_kl(student, teacher).sum(-1) * ~inside).sum()

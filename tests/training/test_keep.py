@@ -20,6 +20,7 @@ from training.keep import (
     COCO_NAMES,
     KeepTeacher,
     binary_kl,
+    guide_mask,
     interpolate_checkpoint,
     interpolate_state,
     resolve_kept_vocabulary,
@@ -87,22 +88,29 @@ def test_which_classes_are_kept(tmp_path):
 
 
 def test_teacher_targets_are_the_starting_models_scores_for_the_kept_slots():
+    from tests.calibrate import calibrate_random_model
+
     torch.manual_seed(0)
-    model = build_model(get_config("tiny")).eval()
+    images = torch.rand(2, 3, 64, 64)
     kept = torch.nn.functional.normalize(torch.randn(5, 512), dim=-1)
+    # calibrated: a random model's neck attention saturates, and the guide mask would change nothing
+    model = calibrate_random_model(build_model(get_config("tiny")), images, kept)
     teacher = KeepTeacher(model, kept, per_step=3, seed=0)
     with torch.no_grad():  # training changes the student; the teacher is a copy
         next(model.parameters()).add_(1.0)
     rows = teacher.sample()
     assert rows.shape == (3, 512) and all(any(torch.equal(r, k) for k in kept) for r in rows)
-    images = torch.rand(2, 3, 64, 64)
-    texts = torch.cat([torch.randn(2, 4, 512), rows.expand(2, -1, -1)], 1)
-    targets = teacher.targets(images, texts, 3)
+    texts = torch.cat([torch.nn.functional.normalize(torch.randn(2, 4, 512), dim=-1), rows.expand(2, -1, -1)], 1)
+    guide = guide_mask(7, 3, torch.device("cpu"))
+    assert guide.tolist() == [True] * 4 + [False] * 3
+    targets = teacher.targets(images, texts, guide)
     with torch.no_grad():
-        reference = teacher.model(images, texts).cls_logits
+        reference = teacher.model(images, texts, guide_mask=guide).cls_logits
+        unguided = teacher.model(images, texts).cls_logits
     assert [t.shape for t in targets] == [(2, 3, 8, 8), (2, 3, 4, 4), (2, 3, 2, 2)]
-    for t, r in zip(targets, reference, strict=True):
+    for t, r, u in zip(targets, reference, unguided, strict=True):
         torch.testing.assert_close(t, r[:, -3:], rtol=0, atol=0)
+        assert float((t - u[:, -3:]).abs().max()) > 1e-3  # the kept slots do not guide the neck
     assert all(not p.requires_grad for p in teacher.model.parameters())
 
 
