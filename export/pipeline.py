@@ -25,7 +25,7 @@ from sdk.manifest import Manifest, NmsSettings, OutputForm, Precision, read_mani
 from sdk.model import YoloWorld
 from sdk.vocabulary import Vocabulary
 
-from .precision import DEFAULT_INT8_OPS
+from .precision import DEFAULT_FLOAT_INT8, DEFAULT_FLOAT_OUTPUTS, DEFAULT_INT8_OPS
 from .verify import DEFAULT_TOLERANCE, ExportError, Tolerance
 
 Engine = Literal["onnx", "trt", "triton"]
@@ -58,6 +58,8 @@ class ExportOptions:
     int8_keep_float: tuple[str, ...] | None = None
     # int8: op types quantized; None: every type ONNX Runtime can quantize (before issue 23)
     int8_op_types: tuple[str, ...] | None = DEFAULT_INT8_OPS
+    # int8: op types whose outputs stay float (no Q/DQ pair); (): every output quantized (before this default)
+    int8_float_outputs: tuple[str, ...] = DEFAULT_FLOAT_OUTPUTS
     open_vocab: bool = False  # keep the vocabulary an input (and export the text encoder)
     capacity: int = 80  # vocabulary slots of an open-vocabulary export
     workspace_gib: float = 4.0
@@ -191,9 +193,10 @@ def convert_precision(reference: Path, dst: Path, options: ExportOptions, log: A
         convert_fp16(reference, raw)
         extra: dict[str, Any] = {}
     else:
-        keep = {} if options.int8_keep_float is None else {"keep_float": options.int8_keep_float}
+        keep = DEFAULT_FLOAT_INT8 if options.int8_keep_float is None else options.int8_keep_float
         info = quantize_int8(reference, raw, options.calib_images, options.imgsz, cache=options.calib_cache,
-                             activations=options.activations, op_types=options.int8_op_types, **keep)
+                             activations=options.activations, op_types=options.int8_op_types,
+                             float_outputs=options.int8_float_outputs, keep_float=keep)
         extra = {"calibration": {k: v for k, v in (info or {}).items() if isinstance(v, (int, float, str))}}
     copy_manifest(reference, raw, options.precision, extra)
     if options.calib_images:

@@ -28,6 +28,7 @@ from sdk.preprocess import preprocess
 
 from .precision import (
     DEFAULT_FLOAT_INT8,
+    DEFAULT_FLOAT_OUTPUTS,
     DEFAULT_INT8_OPS,
     PrecisionError,
     copy_manifest_if_any,
@@ -112,11 +113,21 @@ class ImageCalibrationReader:
         return batch
 
 
+def _check_runnable(model: Any, src: Path) -> None:
+    """Calibration runs the graph in ONNX Runtime: refuse custom-domain ops (the TensorRT NMS plugin)."""
+    foreign = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
+                      if n.domain not in ("", "ai.onnx", "com.microsoft")})
+    if foreign:
+        raise PrecisionError(f"{src}: calibration runs the model in ONNX Runtime, which cannot run {foreign}; "
+                             f"quantize the raw-output export and add the TensorRT NMS afterwards")
+
+
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
                   calib_images: str | os.PathLike | Sequence[np.ndarray] | Sequence[str | os.PathLike],
                   imgsz: int, cache: str | os.PathLike | None = None, max_images: int = 64, *,
                   keep_float: Sequence[str] = DEFAULT_FLOAT_INT8, op_types: Sequence[str] | None = DEFAULT_INT8_OPS,
                   activations: str = "int8", method: str = "minmax",
+                  float_outputs: Sequence[str] = DEFAULT_FLOAT_OUTPUTS,
                   log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Static INT8 quantization of ``src`` into ``dst`` in QDQ form.
 
@@ -127,12 +138,14 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
     float Conv, slower than FP32). ``keep_float``: nodes left unquantized (see :func:`select_nodes`;
     default :data:`DEFAULT_FLOAT_INT8`: the decode tail, stem and head outputs). ``op_types``: op types to
     quantize (default :data:`DEFAULT_INT8_OPS`, the convolutions; None: every type ONNX Runtime can
-    quantize). ``method``: ``minmax`` (default) | ``percentile`` (99.999th).
+    quantize). ``method``: ``minmax`` (default) | ``percentile`` (99.999th). ``float_outputs``: op types
+    whose outputs get no Q/DQ pair (default :data:`DEFAULT_FLOAT_OUTPUTS`, the convolutions: their
+    activation function runs on the float output; empty: ONNX Runtime's default, every output quantized).
 
     ``calib_images``: a folder, image paths or BGR uint8 arrays; at most ``max_images`` are used (an
     even spread). ``cache``: a calibration JSON; reused when its model-graph and image-set hashes
-    (and ``imgsz``, ``method``, ``op_types``) match, written otherwise. Returns (and records in the manifest
-    ``extra``) ``calibration_images``, ``calibration_sha256``, ``calibration_cached``.
+    (and ``imgsz``, ``method``, ``op_types``, ``float_outputs``) match, written otherwise. Returns (and
+    records in the manifest ``extra``) ``calibration_images``, ``calibration_sha256``, ``calibration_cached``.
     """
     import onnx
 
@@ -144,18 +157,16 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
     t0 = time.perf_counter()
     model = onnx.load(str(src))
     name_nodes(model)
-    foreign = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
-                      if n.domain not in ("", "ai.onnx", "com.microsoft")})
-    if foreign:
-        raise PrecisionError(f"{src}: calibration runs the model in ONNX Runtime, which cannot run {foreign}; "
-                             f"quantize the raw-output export and add the TensorRT NMS afterwards")
+    _check_runnable(model, src)
     items = _list_images(calib_images, max_images)
     excluded = select_nodes(model.graph, keep_float)
     key = {"model_sha256": graph_sha256(model), "images_sha256": _images_sha256(items, imgsz),
            "num_images": len(items), "imgsz": imgsz, "method": method,
            "op_types": sorted(op_types) if op_types else None,  # what decides the calibrated ranges
+           "float_outputs": sorted(float_outputs),
            "float_nodes_sha256": hashlib.sha256(",".join(excluded).encode()).hexdigest()}  # which tensors have one
-    q, cached = _calibrate_and_quantize(model, items, imgsz, key, excluded, op_types, activations, method, cache, log)
+    q, cached = _calibrate_and_quantize(model, items, imgsz, key, excluded, op_types, activations, method,
+                                        float_outputs, cache, log)
     rewired = float_inputs_for(q, set(excluded))
     q.producer_name = model.producer_name or "yoloworld-sdk"
     del q.metadata_props[:]
@@ -175,14 +186,16 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
 
 def _calibrate_and_quantize(model: Any, items: list[str | np.ndarray], imgsz: int, key: dict[str, Any],
                             excluded: list[str], op_types: Sequence[str] | None, activations: str, method: str,
-                            cache: str | os.PathLike | None, log: Callable[[str], Any]) -> tuple[Any, bool]:
+                            float_outputs: Sequence[str], cache: str | os.PathLike | None,
+                            log: Callable[[str], Any]) -> tuple[Any, bool]:
     """``onnxruntime.quantization.quantize_static`` in QDQ form with the calibration cache: returns the
     quantized model and whether the cached ranges were used."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
-    extra_options: dict[str, Any] = {"ActivationSymmetric": activations == "int8", "WeightSymmetric": True}
+    extra_options: dict[str, Any] = {"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
+                                     "OpTypesToExcludeOutputQuantization": list(float_outputs)}
     if method == "percentile":
         extra_options["CalibPercentile"] = 99.999
     if cache is not None and "calibration_cache_path" not in inspect.signature(quantize_static).parameters:

@@ -91,6 +91,17 @@ def test_sensitive_layers_stay_float(scored):
     assert float_weight == keep
 
 
+def test_conv_outputs_stay_float(scored):
+    """No QuantizeLinear reads a Conv's output: each Conv feeds its SiLU in float, and the SiLU's output is what
+    the next Conv quantizes (one Q/DQ pair per Conv input), the placement OpenVINO fuses into one int8 kernel."""
+    _, _, int8, _ = scored
+    q = onnx.load(str(int8)).graph
+    producer = {o: n.op_type for n in q.node for o in n.output}
+    quantized = [producer.get(n.input[0], "input") for n in q.node if n.op_type == "QuantizeLinear"]
+    assert quantized and "Conv" not in quantized, sorted(set(quantized))
+    assert quantized.count("Mul") >= len(quantized) // 2  # mostly SiLU outputs (x * sigmoid(x))
+
+
 def test_int8_activation_form_per_engine(tmp_path):
     """uint8 activations for ONNX (OpenVINO and ONNX Runtime on x86), symmetric int8 for TensorRT and Triton,
     which refuse uint8."""
