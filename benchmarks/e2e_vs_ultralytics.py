@@ -2,8 +2,9 @@
 
 Both sides run YOLO-World v2 S at 640 with 80 classes, random weights (the time does not depend on
 them; no download): ours built and calibrated as in ``bench_onnx_precision.py`` and exported by
-``export_artifact`` (fp32, the default int8 and the int8 before issue 23; dynamic height and width, the
-defaults); Ultralytics' ``yolov8s-worldv2.yaml`` with ``set_classes`` (its CLIP replaced by the stand-in
+``export_artifact`` (fp32; the default int8; the same with its Conv outputs quantized too, the default until
+the conv outputs stayed float; the int8 before issue 23; dynamic height and width, the defaults);
+Ultralytics' ``yolov8s-worldv2.yaml`` with ``set_classes`` (its CLIP replaced by the stand-in
 that ``finetune_vs_ultralytics.py`` writes) exported by its own ``export()`` to ONNX and to OpenVINO,
 static (square) and dynamic (which its predictor letterboxes minimally, "rect"). Equal work: the peer's
 class bias (default -10: no detections) is set so that as many anchors score above conf 0.25 on the photo
@@ -41,12 +42,15 @@ from sdk.atomic import atomic_write_text  # noqa: E402
 THREADS = 2
 QUIET_LOAD = 1.0  # timings start once the 1-minute load average is below this (a shared machine)
 # name -> (artifact, backend, OpenVINO precision, rect); None: Detector's default. "int8": the default int8
-# export (uint8 activations, convolutions only, stem / head outputs / decode tail float); "int8 before": the one
-# before issue 23 (symmetric int8 activations, every op type quantized, only the decode tail float)
+# export (uint8 activations, the convolutions' inputs only, stem / head outputs / decode tail float); "int8 conv
+# outputs": the same with a Q/DQ pair on every Conv output too (ONNX Runtime's placement, the default until the
+# conv outputs stayed float); "int8 before": the one before issue 23 (symmetric int8 activations, every op type
+# and output quantized, only the decode tail float)
 OURS = {"ours default (openvino bf16 square)": ("fp32", None, None, None),
         "ours openvino bf16 rect": ("fp32", "openvino", "bf16", True),
         "ours openvino int8 rect": ("int8", "openvino", None, True),
         "ours openvino int8 square": ("int8", "openvino", None, False),
+        "ours openvino int8 rect (conv outputs quantized)": ("int8 conv outputs", "openvino", None, True),
         "ours openvino int8 rect (before)": ("int8 before", "openvino", None, True),
         "ours onnxruntime fp32 square": ("fp32", "onnxruntime", None, False)}
 # name -> (export format, dynamic); Ultralytics letterboxes dynamic exports minimally ("rect")
@@ -126,8 +130,9 @@ def make_photo(path: Path) -> None:
 
 
 def export_ours(work: Path) -> dict[str, Path]:
-    """fp32 and int8 (symmetric Q/DQ, calibrated on 32 generated images: the default int8, and the one
-    before it: symmetric int8 activations, only the decode tail float) exports of the random S model."""
+    """fp32 and int8 (Q/DQ, calibrated on 32 generated images: the default int8, the same with its Conv outputs
+    quantized too, and the one before issue 23: symmetric int8 activations, every op type and output
+    quantized, only the decode tail float) exports of the random S model."""
     import cv2
 
     from benchmarks.bench_onnx_precision import build
@@ -140,11 +145,13 @@ def export_ours(work: Path) -> dict[str, Path]:
     calib.mkdir(exist_ok=True)
     for i, img in enumerate(synthetic_bgr(32, 11, 640)):
         cv2.imwrite(str(calib / f"{i:02d}.jpg"), img)
-    paths = {"fp32": work / "s_fp32.onnx", "int8": work / "s_int8.onnx", "int8 before": work / "s_int8_before.onnx"}
+    paths = {"fp32": work / "s_fp32.onnx", "int8": work / "s_int8.onnx",
+             "int8 conv outputs": work / "s_int8_conv_outputs.onnx", "int8 before": work / "s_int8_before.onnx"}
     export_artifact(model, vocab, paths["fp32"], ExportOptions(imgsz=640), emb, log=lambda *_: None)
-    for name, keep in (("int8", None), ("int8 before", (DECODE_TAIL,))):
-        options = ExportOptions(imgsz=640, precision="int8", calib_images=str(calib), int8_keep_float=keep,
-                                int8_activations="int8" if keep else None, **({"int8_op_types": None} if keep else {}))
+    before = {"int8_keep_float": (DECODE_TAIL,), "int8_activations": "int8", "int8_op_types": None,
+              "int8_float_outputs": ()}
+    for name, kw in (("int8", {}), ("int8 conv outputs", {"int8_float_outputs": ()}), ("int8 before", before)):
+        options = ExportOptions(imgsz=640, precision="int8", calib_images=str(calib), **kw)
         export_artifact(model, vocab, paths[name], options, emb, log=lambda *_: None)
     return paths
 
