@@ -229,6 +229,21 @@ def measure(workers: dict[str, subprocess.Popen], warmup: int, blocks: int, per_
     return out
 
 
+def run_workers(workers: dict[str, subprocess.Popen], warmup: int, blocks: int, per_block: int
+                ) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`measure` once the machine is quiet, then the workers closed: (results, 1-minute load average
+    before and after)."""
+    try:
+        load = {"before": wait_for_quiet()}
+        results = measure(workers, warmup, blocks, per_block)
+        load["after"] = os.getloadavg()[0]
+    finally:
+        for w in workers.values():
+            w.stdin.close()
+            w.wait(timeout=60)
+    return results, load
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     rows = sorted(report["results"].items(), key=lambda kv: kv[1]["median_ms"])
     save_barh(path, [n for n, _ in rows], [r["median_ms"] for _, r in rows],
@@ -261,15 +276,8 @@ def main() -> None:
         ours = export_ours(work)
         target = candidates(ours["fp32"], photo)
         peer = export_peer(peer_python, work, photo, target)
-        workers = start_workers(ours, peer, peer_python, photo)
-        try:
-            load = {"before": wait_for_quiet()}
-            results = measure(workers, args.warmup, args.blocks, args.per_block)
-            load["after"] = os.getloadavg()[0]
-        finally:
-            for w in workers.values():
-                w.stdin.close()
-                w.wait(timeout=60)
+        results, load = run_workers(start_workers(ours, peer, peer_python, photo), args.warmup, args.blocks,
+                                    args.per_block)
     report = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "cpu": cpu_name(), "threads": THREADS,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "photo": args.image.name if args.image else "generated 1280x720 (bench.cli.synthetic_bgr, seed 3)",

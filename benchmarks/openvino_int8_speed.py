@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_name, save_barh  # noqa: E402
-from benchmarks.e2e_vs_ultralytics import THREADS, export_ours, measure, wait_for_quiet  # noqa: E402
+from benchmarks.e2e_vs_ultralytics import THREADS, export_ours, run_workers  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 SHAPES = {"rect": (384, 640), "square": (640, 640)}
@@ -86,15 +86,7 @@ def main() -> None:
     import openvino
 
     with tempfile.TemporaryDirectory() as tmp:
-        workers = start_workers(export_ours(Path(tmp)))
-        try:
-            load = {"before": wait_for_quiet()}
-            results = measure(workers, args.warmup, args.blocks, args.per_block)
-            load["after"] = os.getloadavg()[0]
-        finally:
-            for w in workers.values():
-                w.stdin.close()
-                w.wait(timeout=60)
+        results, load = run_workers(start_workers(export_ours(Path(tmp))), args.warmup, args.blocks, args.per_block)
     speedup = {f"{row} vs bf16, {lb}": results[f"bf16, {lb}"]["median_ms"] / results[f"{row}, {lb}"]["median_ms"]
                for row in ROWS if row != "bf16" for lb in SHAPES}
     report = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "cpu": cpu_name(), "threads": THREADS,
