@@ -60,10 +60,10 @@ DEFAULT_FLOAT_INT8: tuple[str, ...] = (DECODE_TAIL, STEM, HEAD_OUTPUT)
 DEFAULT_INT8_OPS: tuple[str, ...] = ("Conv",)
 # Outputs of these op types stay float: each Conv's output goes through its SiLU before the next quantization
 # (where a Conv reads it), so OpenVINO fuses Conv + SiLU + that quantization into one int8 kernel. ONNX
-# Runtime's default (a Q/DQ pair on every quantized op's output, before the SiLU, which the export did until
-# now) made OpenVINO run a separate dequantize -> SiLU -> requantize pass after every Conv: on the S at 384x640
-# (AMD EPYC, 2 threads, interleaved) 34.1 ms against 31.5 ms (bf16: 48.2). The same placement is NVIDIA's
-# advice for TensorRT: Q/DQ on the inputs of compute ops only.
+# Runtime's default, a Q/DQ pair on every quantized op's output (here before the SiLU), makes OpenVINO run a
+# separate dequantize -> SiLU -> requantize pass after every Conv: on the S at 384x640 (AMD EPYC, 2 threads,
+# interleaved) 34.1 ms against 31.5 ms (bf16: 48.2); benchmarks/openvino_int8_speed.py. The same placement is
+# NVIDIA's advice for TensorRT: Q/DQ on the inputs of compute ops only.
 DEFAULT_FLOAT_OUTPUTS: tuple[str, ...] = ("Conv",)
 
 _COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}

@@ -175,7 +175,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
     save_model(q, dst)
     info = {"calibration_images": len(items), "calibration_sha256": key["images_sha256"],
             "calibration_cached": cached, "calibration_method": method,
-            "activations": activations, "float_nodes": len(excluded),
+            "activations": activations, "float_nodes": len(excluded), "float_outputs": ",".join(float_outputs),
             "float_inputs_rewired": rewired}
     copy_manifest_if_any(src, dst, "int8", {k: v for k, v in info.items() if k != "calibration_cached"})
     n_q = sum(n.op_type == "QuantizeLinear" for n in q.graph.node)
