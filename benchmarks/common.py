@@ -38,21 +38,28 @@ def read_curve(metrics_csv: str | os.PathLike) -> list[tuple[int, float]]:
         return [(int(r["epoch"]), float(r["mAP"])) for r in csv.DictReader(f) if r.get("mAP")]
 
 
-def run_finetune(args: list[str], out: Path, threads: int = 2) -> float:
-    """``python -m training.finetune *args --output out`` in a child process with ``threads`` threads,
-    its output in ``out.log``; its wall time, seconds. Raises naming the log when it fails."""
+def timed_run(cmd: list[str], log: Path, cwd: Path = ROOT, threads: int = 2) -> float:
+    """Run ``cmd`` in ``cwd`` with ``threads`` OpenMP/MKL threads, its output in ``log``; its wall time,
+    seconds. Raises naming the log when it fails."""
     import subprocess
-    import sys
     import time
 
-    cmd = [sys.executable, "-m", "training.finetune", *args, "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    with open(out.with_suffix(".log"), "w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                               env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    with open(log, "w") as f:
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     if code:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.with_suffix('.log')}")
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({code}); see {log}")
     return time.perf_counter() - t0
+
+
+def run_finetune(args: list[str], out: Path, threads: int = 2) -> float:
+    """``python -m training.finetune *args --output out`` in a child process (:func:`timed_run`), its
+    output in ``out.log``; its wall time, seconds."""
+    import sys
+
+    cmd = [sys.executable, "-m", "training.finetune", *args, "--output", str(out)]
+    return timed_run(cmd, out.with_suffix(".log"), ROOT, threads)
 
 
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 110) -> None:
@@ -85,4 +92,5 @@ def save_barh(path: str | os.PathLike, labels: list[str], values: list[float], c
     plt.close(fig)
 
 
-__all__ = ["ROOT", "cpu_name", "read_curve", "repo_path", "save_barh", "save_png", "scrub_paths"]
+__all__ = ["ROOT", "cpu_name", "read_curve", "repo_path", "run_finetune", "save_barh", "save_png", "scrub_paths",
+           "timed_run"]

@@ -34,14 +34,13 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name, read_curve, repo_path, save_png  # noqa: E402
+from benchmarks.common import cpu_name, read_curve, repo_path, save_png, timed_run  # noqa: E402
 from sdk.atomic import atomic_write_text  # noqa: E402
 
 # name -> (train images, val images, epochs); image size and batch are the same for every set
@@ -154,16 +153,6 @@ def write_peer_text_cache(yolo_yaml: Path) -> list[str]:
     emb = build_model(get_config("tiny", "v2")).text_encoder.encode(names)
     torch.save(dict(zip(names, emb, strict=True)), yolo_yaml.parent / "images" / "text_embeddings_clip_ViT-B_32.pt")
     return names
-
-
-def timed_run(cmd: list[str], log: Path, cwd: Path) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    if code:
-        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... failed ({code}); see {log}")
-    return time.perf_counter() - t0
 
 
 def val_split(yolo_yaml: Path) -> tuple[dict, Path]:

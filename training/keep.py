@@ -124,6 +124,7 @@ class KeepTeacher:
         num_kept = int((~guide).sum())
         return [t[:, -num_kept:].float() for t in out.cls_logits]
 
+
 def guide_mask(slots: int, num_kept: int, device: torch.device) -> Tensor:
     """``(slots,)`` bool: the image's own texts guide the neck, the ``num_kept`` kept ones after them do
     not, so the neck sees what plain fine-tuning and validation show it and the kept classes are scored
